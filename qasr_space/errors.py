@@ -1,0 +1,41 @@
+"""User-facing errors: each message names the problem and what to do about it.
+
+Every layer (CLI, UI, API) turns a `QasrError` into one clear line for the user; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class QasrError(Exception):
+    """Base for errors whose message is meant for the person or program that made the request."""
+
+    #: HTTP status the REST API answers with; 4xx for the caller's input, 5xx for the server's side.
+    status_code: int = 400
+
+
+class AudioError(QasrError):
+    """The audio is missing, empty, corrupt, too short, too long or not audio at all."""
+
+
+class AudioTooLongError(AudioError):
+    """The audio is over the configured duration limit."""
+
+    status_code = 413
+
+
+class NoSpeechError(AudioError):
+    """The audio holds nothing to transcribe (silence)."""
+
+
+class LanguageError(QasrError):
+    """A language name or code the models do not know."""
+
+
+class ModelUnavailableError(QasrError):
+    """A model cannot be loaded: offline, a missing local folder, or an unknown name."""
+
+    status_code = 503
+
+
+class FetchError(QasrError):
+    """A URL could not be fetched, or must not be."""

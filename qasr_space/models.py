@@ -1,0 +1,143 @@
+"""The model manager: resolves names to checkpoints, loads lazily, and keeps a bounded LRU cache of loaded models.
+
+One manager serves every request of a process. Two requests that ask for the same model at once load it once;
+each loaded model carries a lock that the pipeline holds around forward passes, so concurrent requests never
+run the same weights at the same time from two threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration, Qwen3ASRForTokenClassification
+
+from .errors import ModelUnavailableError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: UI/API model names → hub ids.
+ASR_MODELS: dict[str, str] = {
+    "0.6B": "Qwen/Qwen3-ASR-0.6B-hf",
+    "1.7B": "Qwen/Qwen3-ASR-1.7B-hf",
+}
+ALIGNER_MODEL = "Qwen/Qwen3-ForcedAligner-0.6B-hf"
+DEFAULT_MODEL = "0.6B"
+
+_ALIASES = {
+    **{name.lower(): name for name in ASR_MODELS},
+    **{hub_id.lower(): name for name, hub_id in ASR_MODELS.items()},
+    **{f"qwen3-asr-{name.lower()}": name for name in ASR_MODELS},
+    **{f"qwen3-asr-{name.lower()}-hf": name for name in ASR_MODELS},
+}
+
+
+def asr_model_name(model: str | None) -> str:
+    """Map "0.6B", "qwen3-asr-1.7b", "Qwen/Qwen3-ASR-1.7B-hf" … to a registry key ("0.6B" / "1.7B")."""
+    if model is None or not model.strip():
+        return DEFAULT_MODEL
+    name = _ALIASES.get(model.strip().lower())
+    if name is None:
+        raise ModelUnavailableError(
+            f"Unknown model {model!r}. Choose one of: {', '.join(ASR_MODELS)} "
+            f"(or the hub ids {', '.join(ASR_MODELS.values())})."
+        )
+    return name
+
+
+def pick_device(requested: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """bf16 on CUDA; float32 on CPU, where bf16 matmuls are several times slower."""
+    device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return device, (torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+
+@dataclass
+class LoadedModel:
+    """A model with its processor, and the lock held while it runs."""
+
+    name: str
+    model: torch.nn.Module
+    processor: object
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+
+class ModelManager:
+    """Loads ASR models and the aligner on first use and keeps at most `settings.model_cache_size` of them."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings.from_env()
+        self.device, self.dtype = pick_device(self.settings.device)
+        self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._load_locks: dict[str, threading.Lock] = {}
+
+    def resolve(self, hub_id: str) -> str:
+        """`Qwen/<name>` → `$QASR_MODEL_DIR/<name>` when that folder exists, else the hub id itself."""
+        if self.settings.model_dir:
+            local = os.path.join(self.settings.model_dir, hub_id.split("/")[-1])
+            if os.path.isdir(local):
+                return local
+        return hub_id
+
+    def asr(self, model: str | None = None) -> LoadedModel:
+        return self._get(ASR_MODELS[asr_model_name(model)], Qwen3ASRForConditionalGeneration)
+
+    def aligner(self) -> LoadedModel:
+        return self._get(ALIGNER_MODEL, Qwen3ASRForTokenClassification)
+
+    def loaded(self) -> list[str]:
+        """Hub ids currently in the cache, least recently used first."""
+        with self._cache_lock:
+            return list(self._cache)
+
+    def _get(self, hub_id: str, model_class: type) -> LoadedModel:
+        with self._cache_lock:
+            if hub_id in self._cache:
+                self._cache.move_to_end(hub_id)
+                return self._cache[hub_id]
+            load_lock = self._load_locks.setdefault(hub_id, threading.Lock())
+        with load_lock:
+            with self._cache_lock:
+                if hub_id in self._cache:
+                    self._cache.move_to_end(hub_id)
+                    return self._cache[hub_id]
+            loaded = self._load(hub_id, model_class)
+            with self._cache_lock:
+                self._cache[hub_id] = loaded
+                while len(self._cache) > max(1, self.settings.model_cache_size):
+                    evicted, _ = self._cache.popitem(last=False)
+                    log.info("evicted %s from the model cache", evicted)
+            return loaded
+
+    def _load(self, hub_id: str, model_class: type) -> LoadedModel:
+        source = self.resolve(hub_id)
+        log.info("loading %s from %s on %s (%s)", hub_id, source, self.device, self.dtype)
+        try:
+            processor = AutoProcessor.from_pretrained(source)
+            model = model_class.from_pretrained(source, dtype=self.dtype).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            folder = self.settings.model_dir or "a folder"
+            raise ModelUnavailableError(
+                f"Model {hub_id} is unavailable ({_first_line(exc)}). Connect this machine to the Hugging Face Hub "
+                f"so it can download, or set QASR_MODEL_DIR to a folder holding {hub_id.split('/')[-1]}/ "
+                f"(looked in {folder})."
+            ) from exc
+        return LoadedModel(name=hub_id, model=model, processor=processor)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

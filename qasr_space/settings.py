@@ -1,0 +1,56 @@
+"""Deployment settings, read from the environment so a Space, a test and a laptop can differ without code changes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Limits and switches; `Settings.from_env()` reads the `QASR_*` variables documented in the README."""
+
+    model_dir: str | None = None
+    model_cache_size: int = 2
+    device: str | None = None
+    max_audio_seconds: float = 2 * 3600.0
+    max_upload_mb: float = 500.0
+    min_audio_seconds: float = 0.25
+    chunk_seconds: float = 180.0
+    batch_size: int = 4
+    allow_private_urls: bool = False
+    url_timeout_seconds: float = 30.0
+    url_retries: int = 3
+    ytdlp_cookies: str | None = None
+    api_token: str | None = None
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            model_dir=os.environ.get("QASR_MODEL_DIR") or None,
+            model_cache_size=_env_int("QASR_MODEL_CACHE_SIZE", cls.model_cache_size),
+            device=os.environ.get("QASR_DEVICE") or None,
+            max_audio_seconds=_env_float("QASR_MAX_AUDIO_SECONDS", cls.max_audio_seconds),
+            max_upload_mb=_env_float("QASR_MAX_UPLOAD_MB", cls.max_upload_mb),
+            chunk_seconds=_env_float("QASR_CHUNK_SECONDS", cls.chunk_seconds),
+            batch_size=_env_int("QASR_BATCH_SIZE", cls.batch_size),
+            allow_private_urls=_env_flag("QASR_ALLOW_PRIVATE_URLS"),
+            url_timeout_seconds=_env_float("QASR_URL_TIMEOUT", cls.url_timeout_seconds),
+            url_retries=_env_int("QASR_URL_RETRIES", cls.url_retries),
+            ytdlp_cookies=os.environ.get("QASR_YTDLP_COOKIES") or None,
+            api_token=os.environ.get("QASR_API_TOKEN") or None,
+        )

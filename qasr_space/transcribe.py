@@ -1,0 +1,213 @@
+"""The pipeline: audio → chunks → ASR (+ aligner) → words, segments and a `Transcript`.
+
+`iter_transcribe` is a generator that yields each chunk's result as soon as its batch finishes (the faster-whisper
+way), so a UI can show partial text; `transcribe` drains it into a `Transcript`. Long audio is cut at quiet points,
+features are computed one batch of chunks at a time, so an hour of audio runs in bounded memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioSource, is_silent, load_audio, split_at_quiet_points
+from .errors import AudioTooLongError, LanguageError, NoSpeechError, QasrError
+from .inference import run_aligner, run_asr
+from .languages import ALIGNER_LANGUAGES, aligner_supports, detected_language, normalize_language
+from .models import ASR_MODELS, LoadedModel, ModelManager, asr_model_name
+from .results import Chunk, Transcript, Word
+from .settings import Settings
+from .timing import build_segments, segments_from_chunks, words_from_alignment
+
+#: The aligner's own limit per call is 300 s; ASR alone handles up to 20 min per call.
+ALIGNER_MAX_SECONDS = 300.0
+ASR_MAX_SECONDS = 1200.0
+
+ProgressCallback = Callable[[float, str], None]
+#: What `transcribe` and `align` accept: what `load_audio` decodes, or samples already at 16 kHz float32.
+AudioInput = Union[AudioSource, np.ndarray]
+
+
+@dataclass
+class ChunkResult:
+    """One chunk as it finished: its text and, when timestamps were asked for and available, its words."""
+
+    chunk: Chunk
+    words: list[Word] = field(default_factory=list)
+    timestamps_note: str | None = None
+
+
+def prepare_audio(source: AudioInput, settings: Settings) -> np.ndarray:
+    """Decode any supported input and check it against the limits; silence is refused before any model runs."""
+    audio = source if isinstance(source, np.ndarray) else load_audio(
+        source, max_seconds=settings.max_audio_seconds, min_seconds=settings.min_audio_seconds)
+    if isinstance(source, np.ndarray):
+        seconds = len(audio) / SAMPLE_RATE
+        if seconds > settings.max_audio_seconds:
+            raise AudioTooLongError(
+                f"The audio is {seconds / 60:.1f} min long, over this server's limit of "
+                f"{settings.max_audio_seconds / 60:.0f} min. Trim it or split it into parts.")
+    if is_silent(audio):
+        raise NoSpeechError("No speech found: the audio is silent. Check the recording or pick another file.")
+    return audio
+
+
+def _text_separator(before: str, after: str) -> str:
+    """Chunk texts join with a space, except between scripts written without spaces (Chinese, Japanese)."""
+    if not before or not after:
+        return ""
+    return "" if _no_space_script(before[-1]) or _no_space_script(after[0]) else " "
+
+
+def _no_space_script(char: str) -> bool:
+    code = ord(char)
+    return 0x3000 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF or 0xFF00 <= code <= 0xFFEF or code >= 0x20000
+
+
+def iter_transcribe(
+    audio: np.ndarray,
+    *,
+    manager: ModelManager,
+    model: str | None = None,
+    language: str | None = None,
+    context: str | None = None,
+    timestamps: bool = False,
+    progress: ProgressCallback | None = None,
+    max_new_tokens: int | None = None,
+    **generate_kwargs,
+) -> Iterator[ChunkResult]:
+    """Yield each chunk's result in order as its batch finishes. `audio` is float32 mono 16 kHz."""
+    settings = manager.settings
+    forced = normalize_language(language)
+    asr = manager.asr(model)
+    if timestamps and (forced is None or aligner_supports(forced)):
+        manager.aligner()  # load it, or fail, before any ASR work is spent
+    limit = min(settings.chunk_seconds, ALIGNER_MAX_SECONDS if timestamps else ASR_MAX_SECONDS)
+    pieces = split_at_quiet_points(audio, limit)
+    total = len(audio) / SAMPLE_RATE
+    report = progress or (lambda fraction, message: None)
+    report(0.0, f"Transcribing {len(pieces)} chunk{'s' * (len(pieces) != 1)}")
+    batch_size = max(1, settings.batch_size)
+    for first in range(0, len(pieces), batch_size):
+        spans = pieces[first:first + batch_size]
+        clips = [audio[start:end] for start, end in spans]
+        outputs = run_asr(asr, clips, [forced] * len(clips), [context] * len(clips), max_new_tokens,
+                          **generate_kwargs)
+        results = [
+            ChunkResult(Chunk(start=start / SAMPLE_RATE, end=end / SAMPLE_RATE, text=out.text.strip(),
+                              language=forced or detected_language(out.language), truncated=out.truncated))
+            for (start, end), out in zip(spans, outputs)
+        ]
+        if timestamps:
+            _align_batch(results, clips, manager.aligner)
+        done = first + len(spans)
+        report(done / len(pieces), f"Chunk {done}/{len(pieces)} done ({min(spans[-1][1] / SAMPLE_RATE, total):.0f}"
+                                   f" of {total:.0f} s)")
+        yield from results
+
+
+def _align_batch(results: list[ChunkResult], clips: list[np.ndarray], load_aligner: Callable[[], LoadedModel]) -> None:
+    """Attach words to each result whose language the aligner covers, and note the rest."""
+    todo = []
+    for result, clip in zip(results, clips):
+        chunk = result.chunk
+        if not chunk.text.strip():
+            continue
+        if not aligner_supports(chunk.language):
+            result.timestamps_note = f"timestamps unavailable for {chunk.language or 'this audio'}"
+            continue
+        todo.append((result, clip))
+    if not todo:
+        return
+    aligned = run_aligner(load_aligner(), [clip for _, clip in todo], [r.chunk.text for r, _ in todo],
+                          [r.chunk.language for r, _ in todo])
+    for (result, _), items in zip(todo, aligned):
+        result.words = words_from_alignment(result.chunk.text, items, offset=result.chunk.start,
+                                            duration=result.chunk.end)
+
+
+def collect(results: Iterator[ChunkResult], *, duration: float, model_name: str, forced: str | None) -> Transcript:
+    """Join chunk results into one transcript: texts joined at chunk borders, words kept in order."""
+    text, words, segments, chunks, warnings = "", [], [], [], []
+    for result in results:
+        chunk = result.chunk
+        piece = chunk.text.strip()
+        separator = _text_separator(text, piece)
+        if result.words and separator:
+            result.words[0].text = separator + result.words[0].text.lstrip()
+        text += separator + piece
+        words.extend(result.words)
+        segments.extend(build_segments(result.words) if result.words else segments_from_chunks([chunk]))
+        chunks.append(chunk)
+        if chunk.truncated:
+            warnings.append(f"chunk {chunk.start:.0f}-{chunk.end:.0f} s hit the token limit; its text may be cut short")
+        if result.timestamps_note and result.timestamps_note not in warnings:
+            warnings.append(result.timestamps_note)
+    languages: list[str] = []
+    for chunk in chunks:
+        if chunk.language and (not languages or languages[-1] != chunk.language):
+            languages.append(chunk.language)
+    return Transcript(language=forced or ",".join(languages) or None, text=text, duration=duration, words=words,
+                      segments=segments, model=model_name, chunks=chunks, warnings=warnings)
+
+
+def transcribe(
+    source: AudioInput,
+    *,
+    manager: ModelManager,
+    model: str | None = None,
+    language: str | None = None,
+    context: str | None = None,
+    timestamps: bool = False,
+    progress: ProgressCallback | None = None,
+    max_new_tokens: int | None = None,
+    **generate_kwargs,
+) -> Transcript:
+    """Transcribe a path, bytes, a Gradio `(rate, samples)` pair or float32 16 kHz samples."""
+    forced = normalize_language(language)
+    name = asr_model_name(model)
+    audio = prepare_audio(source, manager.settings)
+    results = iter_transcribe(audio, manager=manager, model=name, language=forced, context=context,
+                              timestamps=timestamps, progress=progress, max_new_tokens=max_new_tokens,
+                              **generate_kwargs)
+    transcript = collect(results, duration=len(audio) / SAMPLE_RATE, model_name=ASR_MODELS[name],
+                         forced=forced)
+    if not transcript.text.strip():
+        raise NoSpeechError("No speech found in the audio. Check the recording, or force the language if it is "
+                            "speech the model did not recognise.")
+    return transcript
+
+
+def align(
+    source: AudioInput,
+    text: str,
+    *,
+    manager: ModelManager,
+    language: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> Transcript:
+    """Word timestamps for a transcript the user already has (aligner only, no ASR)."""
+    if not text or not text.strip():
+        raise QasrError("The text to align is empty. Paste the transcript of the audio.")
+    forced = normalize_language(language)
+    if forced is not None and not aligner_supports(forced):
+        raise LanguageError(f"The aligner has no timestamps for {forced}. It covers: {', '.join(ALIGNER_LANGUAGES)}.")
+    audio = prepare_audio(source, manager.settings)
+    duration = len(audio) / SAMPLE_RATE
+    if duration > ALIGNER_MAX_SECONDS:
+        raise AudioTooLongError(
+            f"Aligning your own text works on up to {ALIGNER_MAX_SECONDS:.0f} s of audio (the aligner's limit); this "
+            f"audio is {duration:.0f} s. Trim it, or use Transcribe with word timestamps, which splits long audio.")
+    report = progress or (lambda fraction, message: None)
+    report(0.0, "Aligning")
+    loaded = manager.aligner()
+    items = run_aligner(loaded, [audio], [text.strip()], [forced])[0]
+    report(1.0, "Aligned")
+    chunk = Chunk(start=0.0, end=duration, text=text.strip(), language=forced)
+    words = words_from_alignment(chunk.text, items, offset=0.0, duration=duration)
+    return Transcript(language=forced, text=chunk.text, duration=duration, words=words,
+                      segments=build_segments(words) if words else segments_from_chunks([chunk]),
+                      model=loaded.name, chunks=[chunk])

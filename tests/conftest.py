@@ -1,0 +1,33 @@
+"""Shared fixtures. No test may reach the network: the hub is forced offline before transformers is imported."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+
+from tests.checkpoints import build_model_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> str:
+    """A QASR_MODEL_DIR with the scripted 0.6B ASR, the scripted aligner and a tiny random 1.7B."""
+    return build_model_dir(str(tmp_path_factory.mktemp("models")))
+
+
+@pytest.fixture(scope="session")
+def settings(model_dir):
+    from qasr_space.settings import Settings
+
+    return Settings(model_dir=model_dir, batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def manager(settings):
+    from qasr_space.models import ModelManager
+
+    return ModelManager(settings)

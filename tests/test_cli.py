@@ -1,0 +1,86 @@
+"""`python -m qasr_space`: output formats, and one clear stderr line with a non-zero exit for each bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from qasr_space.cli import main
+from tests.checkpoints import SCRIPTED_SENTENCE
+from tests.media import tone, write_media
+
+
+@pytest.fixture
+def cli_env(monkeypatch, model_dir):
+    monkeypatch.setenv("QASR_MODEL_DIR", model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return str(write_media(tmp_path_factory.mktemp("cli") / "clip.mp3", tone(3.0), 16000, "mp3"))
+
+
+def test_json_with_word_timestamps_from_a_real_process(cli_env, clip):
+    env = dict(os.environ, QASR_MODEL_DIR=cli_env)
+    done = subprocess.run([sys.executable, "-m", "qasr_space", "transcribe", clip, "--timestamps"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["text"] == SCRIPTED_SENTENCE and data["language"] == "English"
+    assert set(data["words"][0]) == {"text", "start", "end"}
+    assert [w["text"].strip() for w in data["words"]] == SCRIPTED_SENTENCE.split()
+
+
+@pytest.mark.parametrize("fmt, head", [("srt", "1\n00:00:"), ("vtt", "WEBVTT\n\n"), ("txt", SCRIPTED_SENTENCE)])
+def test_subtitle_formats_to_a_file(cli_env, clip, tmp_path, fmt, head):
+    out = tmp_path / f"out.{fmt}"
+    assert main(["transcribe", clip, "--timestamps", "--format", fmt, "-o", str(out), "--language", "en"]) == 0
+    assert out.read_text(encoding="utf-8").startswith(head)
+
+
+def test_align_command(cli_env, clip, capsys):
+    assert main(["align", clip, "--text", "Hello there, world.", "--language", "English", "--format", "txt"]) == 0
+    assert capsys.readouterr().out == "Hello there, world.\n"
+
+
+def _bad_inputs(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    corrupt = tmp_path / "corrupt.mp3"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(4000))
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n" * 50)
+    silent = write_media(tmp_path / "silent.wav", np.zeros(32000, np.float32), 16000, "wav")
+    good = write_media(tmp_path / "good.wav", tone(2.0), 16000, "wav")
+    return {
+        "missing": (["transcribe", str(tmp_path / "nope.wav")], "not found"),
+        "empty": (["transcribe", str(empty)], "empty"),
+        "corrupt": (["transcribe", str(corrupt)], "decoded"),
+        "not audio": (["transcribe", str(text)], "decoded"),
+        "unknown language": (["transcribe", str(good), "--language", "xx"], "Unknown language"),
+        "unknown model": (["transcribe", str(good), "--model", "9B"], "Unknown model"),
+        "silence": (["transcribe", str(silent)], "No speech"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "corrupt", "not audio", "unknown language", "unknown model",
+                                  "silence"])
+def test_bad_input_is_one_clear_line(cli_env, tmp_path, capsys, case):
+    argv, words = _bad_inputs(tmp_path)[case]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and words.lower() in err.lower(), err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_bad_input_from_a_real_process_has_no_traceback(cli_env, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "qasr_space", "transcribe", str(tmp_path / "missing.ogg")],
+                          capture_output=True, text=True, env=dict(os.environ, QASR_MODEL_DIR=cli_env), timeout=300)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr

@@ -1,0 +1,74 @@
+"""The model manager: local folders, clear errors when a model cannot be had, a bounded cache, one load at a time."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from qasr_space.errors import ModelUnavailableError
+from qasr_space.models import ModelManager, asr_model_name, pick_device
+from qasr_space.settings import Settings
+
+
+def test_hub_ids_resolve_to_local_folders(settings):
+    manager = ModelManager(settings)
+    assert manager.resolve("Qwen/Qwen3-ASR-0.6B-hf").startswith(settings.model_dir)
+    assert manager.resolve("Qwen/Not-There") == "Qwen/Not-There"
+    assert ModelManager(Settings(model_dir=None)).resolve("Qwen/Qwen3-ASR-0.6B-hf") == "Qwen/Qwen3-ASR-0.6B-hf"
+
+
+def test_cpu_runs_float32():
+    assert pick_device("cpu") == (torch.device("cpu"), torch.float32)
+    assert pick_device("cuda")[1] == torch.bfloat16
+
+
+@pytest.mark.parametrize("alias", ["0.6B", "0.6b", "qwen3-asr-0.6b", "Qwen/Qwen3-ASR-0.6B-hf", None, ""])
+def test_model_aliases(alias):
+    assert asr_model_name(alias) == "0.6B"
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(ModelUnavailableError, match="0.6B, 1.7B"):
+        asr_model_name("whisper-large")
+
+
+def test_unreachable_model_is_a_clear_error(tmp_path):
+    """The hub is offline in tests and the folder is missing: the message names the model and the fix."""
+    manager = ModelManager(Settings(model_dir=str(tmp_path)))
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailableError) as info:
+        manager.asr("1.7B")
+    message = str(info.value)
+    assert "Qwen/Qwen3-ASR-1.7B-hf" in message and "QASR_MODEL_DIR" in message
+    assert time.monotonic() - started < 30
+
+
+def test_cache_is_bounded_lru(settings):
+    manager = ModelManager(Settings(model_dir=settings.model_dir, model_cache_size=2))
+    first = manager.asr("0.6B")
+    manager.asr("1.7B")
+    assert manager.asr("0.6B") is first  # a hit refreshes it
+    manager.aligner()
+    assert manager.loaded() == ["Qwen/Qwen3-ASR-0.6B-hf", "Qwen/Qwen3-ForcedAligner-0.6B-hf"]
+    assert first.model.dtype == torch.float32
+
+
+def test_concurrent_requests_load_a_model_once(settings):
+    manager = ModelManager(settings)
+    got, errors = [], []
+
+    def load():
+        try:
+            got.append(manager.asr("1.7B"))
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(got) == 4 and all(g is got[0] for g in got)
