@@ -322,13 +322,13 @@ def _not_audio(name: str) -> AudioError:
 
 
 def _too_long(seconds: float | None, max_seconds: float | None) -> AudioTooLongError:
-    length = "longer than" if seconds is None else f"{_clock(seconds)} long, over"
+    length = "longer than" if seconds is None else f"{format_duration(seconds)} long, over"
     return AudioTooLongError(
-        f"The audio is {length} the {_clock(max_seconds or 0.0)} limit; trim it or split it into shorter files."
+        f"The audio is {length} the {format_duration(max_seconds or 0.0)} limit; trim it or split it into shorter files."
     )
 
 
-def _clock(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     """Format a duration for people: '2:05:07', '3:20' or '12.5 s'."""
     if seconds < 60:
         return f"{seconds:.1f} s"

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Sequence, Union
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, load_audio
+from .audio import SAMPLE_RATE, format_duration, load_audio
 from .errors import AudioError, AudioTooLongError, FetchError
 from .settings import Settings
 
@@ -443,7 +443,7 @@ def _download(url: str, settings: Settings, guard: _Guard, tmpdir: str) -> Fetch
         length = re.search(r"is (\S+(?: s)?) long", str(exc))
         err = FetchError(
             f"The audio at this URL is {f'{length.group(1)} long, over' if length else 'longer than'} this "
-            f"server's {_clock(settings.max_audio_seconds)} limit; pick a shorter recording."
+            f"server's {format_duration(settings.max_audio_seconds)} limit; pick a shorter recording."
         )
         err.status_code = exc.status_code
         raise err from None
@@ -503,8 +503,8 @@ def _check_info(info: dict, settings: Settings, guard: _Guard) -> None:
     duration = info.get("duration")
     if isinstance(duration, (int, float)) and duration > settings.max_audio_seconds:
         err = FetchError(
-            f"The media at this URL is {_clock(duration)} long, over this server's "
-            f"{_clock(settings.max_audio_seconds)} limit; pick a shorter recording."
+            f"The media at this URL is {format_duration(duration)} long, over this server's "
+            f"{format_duration(settings.max_audio_seconds)} limit; pick a shorter recording."
         )
         err.status_code = 413
         raise err
@@ -646,14 +646,6 @@ def _clean_ytdlp_message(chain: list[BaseException]) -> str:
     msg = " ".join(msg.split())[:300] or "unknown error"
     return msg if msg.endswith((".", "!", "?")) else msg + "."
 
-
-def _clock(seconds: float) -> str:
-    """'2:05:07', '3:20' or '12.5 s'."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _short(text: str, limit: int = 80) -> str:
