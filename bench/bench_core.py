@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
+from qasr_space.errors import NoSpeechError  # noqa: E402
 from qasr_space.models import ModelManager  # noqa: E402
 from qasr_space.settings import Settings  # noqa: E402
 from qasr_space.transcribe import transcribe  # noqa: E402
@@ -56,7 +57,10 @@ def overhead(repeats: int) -> None:
         processor.decode(out[:, inputs["input_ids"].shape[1]:], return_format="parsed")
 
     def core() -> None:
-        transcribe(audio, manager=manager, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+        try:
+            transcribe(audio, manager=manager, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+        except NoSpeechError:
+            pass  # random weights pick ids past the small test tokenizer, which decode to "": all work is done by then
 
     bare()
     core()
