@@ -1,0 +1,328 @@
+"""The Space's page: a thin Gradio adapter over the core.
+
+`build_demo(manager)` is the whole app as a Blocks; `render_ui(manager)` draws the same UI inside a Blocks (or a
+tab) someone else owns. Handlers only translate: widgets → core calls (`prepare_audio`, `iter_transcribe`,
+`collect`, `align`, `fetch_audio`, the writers) → widgets, with every `QasrError` shown as a `gr.Error` that carries
+its message. The GPU-bound calls go through `gpu.on_gpu`, which is a no-op off ZeroGPU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import gradio as gr
+import numpy as np
+import soundfile as sf
+from gradio.utils import get_upload_folder
+
+from .audio import SAMPLE_RATE
+from .errors import AudioError, NoSpeechError, QasrError
+from .fetch import fetch_audio
+from .gpu import on_gpu
+from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke
+from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
+from .models import ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
+from .results import Transcript
+from .transcribe import ChunkResult, align, collect, iter_transcribe, prepare_audio
+from .writers import FORMATS, write_transcript
+
+AUTO = "Auto"
+TRANSCRIBE = "Transcribe"
+ALIGN = "Align my own text"
+#: The input tabs; the selected one says where the audio comes from.
+FILE_SOURCE, RECORD_SOURCE, URL_SOURCE, LIVE_SOURCE = "file", "record", "url", "live"
+#: What the file picker offers: audio and video (the core decodes the sound of a video), plus extensions some
+#: systems give no audio/video type.
+UPLOAD_TYPES = ["audio", "video", ".opus", ".m4a", ".mkv", ".webm", ".flac", ".aac", ".wma"]
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+#: (file, language, word timestamps, label) for the one-click examples; `assets/make_examples.sh` makes the files.
+EXAMPLES = [
+    ("english.mp3", AUTO, True, "English, with word timestamps"),
+    ("german.ogg", "German", True, "German, with word timestamps"),
+    ("chinese.mp3", AUTO, False, "Mandarin Chinese, language detected"),
+]
+#: File extensions a browser's <audio> plays as they are; anything else is played from a WAV of the decoded audio.
+PLAYABLE_SUFFIXES = frozenset({".wav", ".mp3", ".m4a", ".aac", ".mp4", ".ogg", ".oga", ".opus", ".webm", ".weba",
+                               ".flac"})
+#: Per-request folders (downloads, fetched audio) are removed this long after they were made.
+KEEP_SECONDS = 6 * 3600.0
+
+TIMESTAMPS_INFO = f"Word timing from Qwen3-ForcedAligner, for {len(ALIGNER_LANGUAGES)} languages."
+AUTO_TIMESTAMPS_INFO = (f"Word timing from Qwen3-ForcedAligner ({', '.join(ALIGNER_LANGUAGES)}); the result says so "
+                        "if the detected language is not one of them.")
+LANGUAGE_INFO = "Auto detects it."
+ALIGN_LANGUAGE_INFO = "The language of the text, for splitting it into words; Auto splits at spaces."
+LIVE_NOTE = """**Live microphone** transcription, with text appearing while you speak, is coming to this tab.
+Until then, record a clip in the *Record* tab."""
+
+
+def file_url(path: str) -> str:
+    """The URL of a served file, relative so it also works when the app is mounted under a sub-path. Gradio's file
+    route answers Range requests, which the <audio> element needs to seek."""
+    return "gradio_api/file=" + quote(os.path.abspath(path))
+
+
+def _file_stem(name: str) -> str:
+    """A safe base name for the download files, from the upload's name or the fetched page's title."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._")[:60] or "transcript"
+
+
+class ServedFiles:
+    """Per-request folders under Gradio's upload folder, which Gradio serves at `/gradio_api/file=`: the audio the
+    karaoke player plays for a URL, and the download files. Folders older than `keep_seconds` go when a new one is
+    made, so a public Space does not fill its disk."""
+
+    def __init__(self, root: str, keep_seconds: float = KEEP_SECONDS):
+        self.root = root
+        self.keep_seconds = keep_seconds
+
+    def new_folder(self) -> str:
+        os.makedirs(self.root, exist_ok=True)
+        cutoff = time.time() - self.keep_seconds
+        for entry in os.scandir(self.root):
+            try:
+                if entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            except OSError:
+                continue
+        return tempfile.mkdtemp(dir=self.root)
+
+
+@dataclass
+class _Input:
+    """Decoded audio plus what the page shows about it."""
+
+    audio: np.ndarray
+    media_path: str  # the file the karaoke player plays
+    name: str  # base name for the download files
+    title: str | None = None  # the fetched page's title
+
+
+def _playable(path: str, audio: np.ndarray, folder: str, *, copy: bool) -> str:
+    """A file the browser can play: `path` itself (copied into `folder` when it will vanish), or a 16 kHz WAV of the
+    decoded samples when browsers cannot play its format (a .mkv, say)."""
+    if Path(path).suffix.lower() in PLAYABLE_SUFFIXES:
+        return shutil.copy(path, folder) if copy else path
+    out = os.path.join(folder, "audio.wav")
+    sf.write(out, audio, SAMPLE_RATE, subtype="PCM_16")
+    return out
+
+
+#: What every update sets: language, transcript text, karaoke HTML, download files (None until the end).
+Outputs = tuple[str, str, str, "list[str] | None"]
+
+
+class SpaceUI:
+    """The handlers behind the widgets, bound to one model manager."""
+
+    def __init__(self, manager: ModelManager, served: ServedFiles | None = None):
+        self.manager = manager
+        self.settings = manager.settings
+        self.served = served or ServedFiles(os.path.join(get_upload_folder(), "qasr-space"))
+
+        @on_gpu
+        def transcribe_chunks(audio: np.ndarray, model: str, language: str | None, context: str | None,
+                              timestamps: bool) -> Iterator[ChunkResult]:
+            yield from iter_transcribe(audio, manager=manager, model=model, language=language, context=context,
+                                       timestamps=timestamps)
+
+        @on_gpu
+        def align_text(audio: np.ndarray, text: str, language: str | None) -> Transcript:
+            return align(audio, text, manager=manager, language=language)
+
+        self._transcribe_chunks = transcribe_chunks
+        self._align_text = align_text
+
+    def run(self, source: str, file_path: str | None, recording_path: str | None, url: str | None, mode: str,
+            text: str | None, model: str, language: str, context: str | None, timestamps: bool,
+            progress: Callable = gr.Progress()) -> Iterator[Outputs]:
+        """Transcribe (or align) the input of the `source` tab, yielding the outputs as chunks finish; errors become
+        `gr.Error`."""
+        try:
+            yield from self._run(source, file_path, recording_path, url, mode, text, model, language, context,
+                                 timestamps, progress)
+        except QasrError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def run_example(self, file_path: str, language: str, timestamps: bool, mode: str,
+                    progress: Callable = gr.Progress()) -> Iterator[Outputs]:
+        """An example clip, with the default model and no context."""
+        yield from self.run(FILE_SOURCE, file_path, None, None, mode, None, DEFAULT_MODEL, language, None,
+                            timestamps, progress)
+
+    def _run(self, source, file_path, recording_path, url, mode, text, model, language, context, timestamps,
+             progress) -> Iterator[Outputs]:
+        forced = normalize_language(None if language == AUTO else language)
+        progress(0.0, desc="Reading the audio")
+        folder = self.served.new_folder()
+        try:
+            item = self._read_input(source, file_path, recording_path, url, folder)
+            empty = Transcript(language=None, text="", duration=len(item.audio) / SAMPLE_RATE)
+            if mode == ALIGN:
+                yield self._outputs(empty, item, status="Aligning…")
+                progress(0.0, desc="Aligning")
+                transcript = self._align_text(item.audio, text or "", forced)
+            else:
+                yield self._outputs(empty, item, status="Transcribing…")
+                transcript = yield from self._transcribe(item, model, forced, context, timestamps, progress)
+            files = [write_transcript(transcript, fmt, os.path.join(folder, item.name + suffix))
+                     for fmt, (_, suffix, _) in FORMATS.items()]
+        except Exception:  # a failed request leaves no folder behind
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        yield self._outputs(transcript, item, files=files)
+
+    def _transcribe(self, item: _Input, model: str, forced: str | None, context: str | None, timestamps: bool,
+                    progress: Callable) -> Iterator[Outputs]:
+        """Yield the partial result after every chunk (the core's `collect` over the chunks so far); return the
+        final transcript."""
+        name = asr_model_name(model)
+        duration = len(item.audio) / SAMPLE_RATE
+        progress(0.0, desc=f"Transcribing {clock(duration)} of audio")
+        done: list[ChunkResult] = []
+        transcript = None
+        for result in self._transcribe_chunks(item.audio, name, forced, (context or "").strip() or None,
+                                              bool(timestamps)):
+            done.append(result)
+            transcript = collect(iter(done), duration=duration, model_name=ASR_MODELS[name], forced=forced)
+            progress(min(1.0, result.chunk.end / duration),
+                     desc=f"Transcribed {clock(result.chunk.end)} of {clock(duration)}")
+            yield self._outputs(transcript, item, status="Transcribing…")
+        if transcript is None or not transcript.text.strip():
+            raise NoSpeechError("No speech found in the audio. Check the recording, or choose its language if it is "
+                                "speech the model did not recognise.")
+        return transcript
+
+    def _read_input(self, source: str, file_path: str | None, recording_path: str | None, url: str | None,
+                    folder: str) -> _Input:
+        if source == URL_SOURCE:
+            url = (url or "").strip()
+            if not url:
+                raise AudioError("The URL field is empty: paste a link to a video page (YouTube and the other sites "
+                                 "yt-dlp supports) or to a media file.")
+            with fetch_audio(url, self.settings) as fetched:
+                audio = prepare_audio(fetched.audio, self.settings)
+                media = _playable(fetched.path, fetched.audio, folder, copy=True)
+            title = f"{fetched.title} ({clock(fetched.duration)})"
+            return _Input(audio, media, _file_stem(fetched.title), title)
+        if source == LIVE_SOURCE:
+            raise AudioError("Live transcription is not available yet; record a clip in the Record tab.")
+        audio_path = recording_path if source == RECORD_SOURCE else file_path
+        if not audio_path:
+            raise AudioError("No recording yet: press the microphone button, speak, and stop; then press Transcribe."
+                             if source == RECORD_SOURCE else
+                             "No audio: upload an audio or video file first, then press the button again.")
+        audio = prepare_audio(audio_path, self.settings)
+        return _Input(audio, _playable(audio_path, audio, folder, copy=False), _file_stem(Path(audio_path).stem))
+
+    def _outputs(self, transcript: Transcript, item: _Input, *, status: str | None = None,
+                 files: list[str] | None = None) -> Outputs:
+        karaoke = render_karaoke(transcript, file_url(item.media_path), title=item.title, status=status)
+        return transcript.language or "", transcript.text, karaoke, files
+
+
+def timestamps_option(language: str) -> dict:
+    """Word timestamps are offered only where the aligner has the language (and with Auto, where it may)."""
+    if language == AUTO:
+        return gr.update(interactive=True, info=AUTO_TIMESTAMPS_INFO)
+    if aligner_supports(language):
+        return gr.update(interactive=True, info=TIMESTAMPS_INFO)
+    return gr.update(value=False, interactive=False,
+                     info=f"No word timestamps for {language}: the aligner covers {', '.join(ALIGNER_LANGUAGES)}.")
+
+
+def mode_layout(mode: str, language: str) -> tuple:
+    """Align mode needs the text box and the aligner's languages, and has no use for model, context or timestamps."""
+    aligning = mode == ALIGN
+    choices = [AUTO, *(ALIGNER_LANGUAGES if aligning else LANGUAGES)]
+    return (
+        gr.update(visible=aligning),
+        gr.update(visible=not aligning),
+        gr.update(visible=not aligning),
+        gr.update(visible=not aligning),
+        gr.update(choices=choices, value=language if language in choices else AUTO,
+                  info=ALIGN_LANGUAGE_INFO if aligning else LANGUAGE_INFO),
+        gr.update(value="Align" if aligning else "Transcribe"),
+    )
+
+
+def render_ui(manager: ModelManager) -> SpaceUI:
+    """Draw the UI into the current Blocks context (a whole app, or a `gr.Tab` of someone else's)."""
+    ui = SpaceUI(manager)
+    gr.Markdown("## Qwen3-ASR speech to text\nTranscribe speech in 30 languages with Qwen3-ASR, follow along word "
+                "by word, and download subtitles. Upload a file, record, or paste a link.")
+    source = gr.State(FILE_SOURCE)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            with gr.Tabs():
+                with gr.Tab("Upload", id=FILE_SOURCE) as file_tab:
+                    file_in = gr.File(label="Audio or video file", file_types=UPLOAD_TYPES, type="filepath",
+                                      elem_id="qasr-file", height=150)
+                    examples_slot = gr.Column()
+                with gr.Tab("Record", id=RECORD_SOURCE) as record_tab:
+                    recording_in = gr.Audio(sources=["microphone"], type="filepath", label="Recording",
+                                            elem_id="qasr-record")
+                with gr.Tab("From a URL", id=URL_SOURCE) as url_tab:
+                    url_in = gr.Textbox(label="URL", elem_id="qasr-url", max_lines=1,
+                                        placeholder="https://www.youtube.com/watch?v=… or a link to a media file",
+                                        info="YouTube and the other sites yt-dlp supports, or a direct link to "
+                                             "audio or video. The title and length appear with the result.")
+                with gr.Tab("Live microphone", id=LIVE_SOURCE, elem_id="qasr-live") as live_tab:
+                    gr.Markdown(LIVE_NOTE)
+            mode = gr.Radio([TRANSCRIBE, ALIGN], value=TRANSCRIBE, label="Mode", elem_id="qasr-mode")
+            align_in = gr.Textbox(label="Text to align", lines=4, visible=False, elem_id="qasr-align-text",
+                                  placeholder="Paste what is said in the audio; each word gets its start and end.")
+            with gr.Row():
+                model = gr.Radio(list(ASR_MODELS), value=DEFAULT_MODEL, label="Model", elem_id="qasr-model",
+                                 info="1.7B is more accurate, 0.6B faster.")
+                language = gr.Dropdown([AUTO, *LANGUAGES], value=AUTO, label="Language", elem_id="qasr-language",
+                                       info=LANGUAGE_INFO)
+            context = gr.Textbox(label="Context or hotwords", lines=2, elem_id="qasr-context",
+                                 placeholder="Names, terms or a topic the speech is about (optional)")
+            timestamps = gr.Checkbox(value=True, label="Word timestamps (karaoke)", info=AUTO_TIMESTAMPS_INFO,
+                                     elem_id="qasr-timestamps")
+            run_button = gr.Button("Transcribe", variant="primary", elem_id="qasr-run")
+        with gr.Column(scale=3, min_width=360):
+            language_out = gr.Textbox(label="Detected language", interactive=False, elem_id="qasr-language-out")
+            karaoke = gr.HTML("", html_template="${value}", css_template=KARAOKE_CSS, js_on_load=KARAOKE_JS,
+                              elem_id="qasr-karaoke", label="Karaoke transcript")
+            text_out = gr.Textbox(label="Transcript", lines=6, max_lines=20, interactive=False, buttons=["copy"],
+                                  elem_id="qasr-text")
+            files_out = gr.File(label="Downloads: SRT, VTT, JSON, TXT", file_count="multiple", interactive=False,
+                                elem_id="qasr-files")
+    outputs = [language_out, text_out, karaoke, files_out]
+
+    tabs = ((file_tab, FILE_SOURCE), (record_tab, RECORD_SOURCE), (url_tab, URL_SOURCE), (live_tab, LIVE_SOURCE))
+    for tab, kind in tabs:
+        tab.select(lambda kind=kind: (kind, gr.update(visible=kind != LIVE_SOURCE)), outputs=[source, run_button],
+                   queue=False, api_visibility="private")
+    language.change(timestamps_option, language, timestamps, queue=False, api_visibility="private")
+    mode.change(mode_layout, [mode, language], [align_in, model, context, timestamps, language, run_button],
+                queue=False, api_visibility="private")
+    run_button.click(ui.run, [source, file_in, recording_in, url_in, mode, align_in, model, language, context,
+                              timestamps],
+                     outputs, show_progress_on=[text_out], api_visibility="undocumented")
+    with examples_slot:
+        gr.Examples(
+            examples=[[str(ASSETS_DIR / name), lang, stamps, TRANSCRIBE] for name, lang, stamps, _ in EXAMPLES],
+            example_labels=[label for *_, label in EXAMPLES],
+            inputs=[file_in, language, timestamps, mode], outputs=outputs, fn=ui.run_example,
+            run_on_click=True, cache_examples=False, api_visibility="private",
+        )
+    return ui
+
+
+def build_demo(manager: ModelManager) -> gr.Blocks:
+    """The whole app as a Blocks; `server.main` queues and launches it."""
+    with gr.Blocks(title="Qwen3-ASR speech to text") as demo:
+        render_ui(manager)
+    return demo

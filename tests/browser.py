@@ -1,0 +1,114 @@
+"""Real-browser test helpers: a `python app.py` server on 127.0.0.1 and Debian's headless Chromium via Playwright.
+
+`app_server` starts the app exactly as a Space does, on a free port, with the test checkpoints behind
+`QASR_MODEL_DIR`, and yields its base URL once the page answers. `launch_chromium` opens the system Chromium
+(Playwright's own browsers are never installed). Both take extras, e.g. a fake microphone:
+`launch_chromium(p, extra_args=["--use-fake-device-for-media-stream", ...])`. `static_server` serves a folder on
+127.0.0.1 for URL inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+STARTUP_SECONDS = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def app_server(model_dir: str, *, env: dict[str, str] | None = None, log_path: Path | None = None) -> Iterator[str]:
+    """`python app.py` on a free port of 127.0.0.1; yields `http://127.0.0.1:PORT/` once it serves the page.
+
+    The server's output goes to `log_path` (default `artifacts/app-server.log`, overwritten by the next server), which
+    a failing start quotes.
+    """
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = log_path or ARTIFACTS / "app-server.log"
+    full_env = {
+        **os.environ,
+        "QASR_MODEL_DIR": model_dir,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        **(env or {}),
+    }
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            _wait_until_serving(url, process, log_path)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url + "config", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"app.py did not serve {url} within {STARTUP_SECONDS:.0f} s:\n{log_path.read_text()[-4000:]}")
+
+
+def launch_chromium(playwright, *, extra_args: Sequence[str] = ()):
+    """Headless system Chromium that may autoplay (tests mute the player themselves)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra_args])
+
+
+@contextlib.contextmanager
+def static_server(directory: str | os.PathLike[str]) -> Iterator[str]:
+    """Serve `directory` over HTTP on 127.0.0.1 (for URL inputs); yields the base URL, e.g. `http://127.0.0.1:PORT/`."""
+    handler = functools.partial(_QuietHandler, directory=os.fspath(directory))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
+        pass

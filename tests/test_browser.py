@@ -1,0 +1,255 @@
+"""The Space in a real browser: headless Chromium against `python app.py` on 127.0.0.1, with the scripted checkpoints.
+
+One server and one browser serve the whole module. The transcribed page is shared by the karaoke tests (text, spans,
+highlighting, seeking, downloads, screenshot); the other tests each open a fresh page.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.browser import ARTIFACTS, app_server, launch_chromium, static_server
+from tests.checkpoints import SCRIPTED_SENTENCE
+from tests.media import tone, write_media
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+#: Markup, a JS template expression and a Handlebars tag: gr.HTML runs its template through both, never the value.
+XSS = '<img src=x onerror="window.__xss=1"> ${window.__xss=2} {{value}}'
+RESULT_TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """A 4 s clip to upload (the scripted aligner spreads its words over it), a corrupt file, a video, a site to
+    fetch from, and what the fake microphone hears."""
+    root = tmp_path_factory.mktemp("browser-media")
+    site = root / "site"
+    site.mkdir()
+    write_media(site / "interview.m4a", tone(3.0), 16000, "m4a")
+    broken = root / "broken.mp3"
+    broken.write_bytes(b"\x00not audio at all" * 200)
+    return {"clip": write_media(root / "talk.wav", tone(4.0), 16000, "wav"), "broken": broken, "site": site,
+            "video": write_media(root / "film.mkv", tone(3.0), 16000, "mkv", with_video=True),
+            "microphone": write_media(root / "microphone.wav", tone(4.0, 48000), 48000, "wav")}
+
+
+@pytest.fixture(scope="module")
+def site(media):
+    with static_server(media["site"]) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    env = {"QASR_ALLOW_PRIVATE_URLS": "1", "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio"))}
+    with app_server(model_dir, env=env) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(media):
+    """Chromium whose microphone is a fake device playing `media["microphone"]`, allowed without asking."""
+    fake_microphone = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                       f"--use-file-for-fake-audio-capture={media['microphone']}"]
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright, extra_args=fake_microphone)
+        yield browser
+        browser.close()
+
+
+def open_app(browser, server):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True,
+                            permissions=["microphone"])
+    page.goto(server)
+    page.wait_for_selector("#qasr-run")
+    return page
+
+
+def upload(page, path) -> None:
+    page.set_input_files("#qasr-file input[type=file]", str(path))
+    page.wait_for_selector(f"#qasr-file td.filename[aria-label='{path.name}']")
+
+
+def wait_for_result(page) -> None:
+    page.wait_for_function("document.querySelectorAll('#qasr-karaoke .qk-word').length > 0 && "
+                           "document.querySelectorAll('#qasr-files a').length >= 4", timeout=RESULT_TIMEOUT_MS)
+
+
+def player_state(page) -> dict:
+    return page.evaluate("() => { const a = document.querySelector('#qasr-karaoke audio');"
+                         " return {time: a.currentTime, paused: a.paused}; }")
+
+
+def active_word(page) -> dict | None:
+    return page.evaluate("() => { const w = document.querySelector('#qasr-karaoke .qk-word.qk-active');"
+                         " return w && {text: w.textContent, start: parseFloat(w.dataset.start)}; }")
+
+
+@pytest.fixture(scope="module")
+def result_page(browser, server, media):
+    """A page where the 4 s clip was uploaded and transcribed with word timestamps; its player is muted."""
+    page = open_app(browser, server)
+    upload(page, media["clip"])
+    page.click("#qasr-run")
+    wait_for_result(page)
+    page.evaluate("document.querySelector('#qasr-karaoke audio').muted = true")
+    page.wait_for_function("document.querySelector('#qasr-karaoke audio').readyState >= 1")
+    yield page
+    page.close()
+
+
+def test_upload_and_transcribe_shows_the_text(result_page):
+    assert result_page.input_value("#qasr-text textarea") == SCRIPTED_SENTENCE
+    assert result_page.input_value("#qasr-language-out textarea, #qasr-language-out input") == "English"
+    karaoke_text = result_page.inner_text("#qasr-karaoke .qk-text")
+    assert " ".join(karaoke_text.split()) == SCRIPTED_SENTENCE
+
+
+def test_every_word_is_a_span_with_its_times(result_page):
+    spans = result_page.eval_on_selector_all(
+        "#qasr-karaoke .qk-word", "els => els.map(e => [e.textContent, e.dataset.start, e.dataset.end])")
+    assert " ".join(text for text, _, _ in spans) == SCRIPTED_SENTENCE
+    times = [(float(start), float(end)) for _, start, end in spans]
+    assert all(0 <= start <= end <= 4.0 for start, end in times)
+    assert [s for s, _ in times] == sorted(s for s, _ in times) and times[-1][0] > times[0][0]
+
+
+def test_playback_highlights_a_word_and_moves_on(result_page):
+    page = result_page
+    page.evaluate("() => { const a = document.querySelector('#qasr-karaoke audio'); a.currentTime = 0; a.play(); }")
+    page.wait_for_function("document.querySelector('#qasr-karaoke .qk-word.qk-active') !== null", timeout=10_000)
+    first = active_word(page)
+    page.wait_for_function(
+        f"(() => {{ const w = document.querySelector('#qasr-karaoke .qk-word.qk-active');"
+        f" return w && parseFloat(w.dataset.start) > {first['start']}; }})()", timeout=10_000)
+    later = active_word(page)
+    assert later["start"] > first["start"]
+    assert page.locator("#qasr-karaoke .qk-word.qk-active").count() == 1
+    page.evaluate("document.querySelector('#qasr-karaoke audio').pause()")
+
+
+def test_clicking_a_word_seeks_there_and_plays(result_page):
+    page = result_page
+    page.evaluate("() => { const a = document.querySelector('#qasr-karaoke audio'); a.pause(); a.currentTime = 0; }")
+    word = page.locator("#qasr-karaoke .qk-word", has_text="test")
+    start = float(word.get_attribute("data-start"))
+    word.click()
+    page.wait_for_function("!document.querySelector('#qasr-karaoke audio').paused", timeout=5_000)
+    state = player_state(page)
+    assert start - 0.05 <= state["time"] < start + 0.75
+    assert active_word(page)["text"] in ("test", "of")  # "of" if playback already moved past "test"
+    page.evaluate("document.querySelector('#qasr-karaoke audio').pause()")
+
+
+def test_srt_download(result_page, tmp_path):
+    with result_page.expect_download() as info:
+        result_page.click("#qasr-files a[download='talk.srt']")
+    srt = (tmp_path / "talk.srt")
+    info.value.save_as(srt)
+    text = srt.read_text()
+    assert text.startswith("1\n00:00:00,320 --> ")
+    assert " ".join(line for line in text.splitlines() if line and "-->" not in line and not line.isdigit()) \
+        == SCRIPTED_SENTENCE
+
+
+def test_screenshot_of_the_result(result_page):
+    ARTIFACTS.mkdir(exist_ok=True)
+    result_page.evaluate("window.scrollTo(0, 0)")
+    path = ARTIFACTS / "space-result.png"
+    result_page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+
+
+def test_align_my_own_text_renders_markup_as_text(browser, server, media):
+    page = open_app(browser, server)
+    upload(page, media["clip"])
+    page.get_by_label("Align my own text").check()
+    page.fill("#qasr-align-text textarea", f"{XSS} Hello world")
+    page.click("#qasr-run")
+    wait_for_result(page)
+    assert page.locator("#qasr-karaoke img").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert page.input_value("#qasr-text textarea") == f"{XSS} Hello world"
+    words = page.eval_on_selector_all("#qasr-karaoke .qk-word", "els => els.map(e => e.textContent)")
+    assert words == ["<img", "src=x", 'onerror="window.__xss=1">', "${window.__xss=2}", "{{value}}", "Hello", "world"]
+    page.close()
+
+
+def test_the_spoken_word_is_scrolled_into_view(browser, server, media):
+    page = open_app(browser, server)
+    upload(page, media["clip"])
+    page.get_by_label("Align my own text").check()
+    page.fill("#qasr-align-text textarea", " ".join(f"word{i}" for i in range(150)))
+    page.click("#qasr-run")
+    wait_for_result(page)
+    box = "#qasr-karaoke .qk-text"
+    assert page.eval_on_selector(box, "b => b.scrollHeight > b.clientHeight && b.scrollTop === 0")
+    page.evaluate("() => { const a = document.querySelector('#qasr-karaoke audio'); a.currentTime = a.duration; }")
+    page.wait_for_function("""() => {
+        const box = document.querySelector('#qasr-karaoke .qk-text'), w = box.querySelector('.qk-active');
+        return w && w.textContent === 'word149' && w.offsetTop >= box.scrollTop &&
+            w.offsetTop + w.offsetHeight <= box.scrollTop + box.clientHeight;
+    }""", timeout=5_000)
+    page.close()
+
+
+def test_corrupt_file_gets_a_clear_error_and_the_app_keeps_working(browser, server, media):
+    page = open_app(browser, server)
+    upload(page, media["broken"])
+    page.click("#qasr-run")
+    toast = page.locator(".toast-body").first
+    toast.wait_for(timeout=30_000)
+    assert re.search(r"could not be decoded as audio", toast.inner_text())
+    assert "Traceback" not in page.content()
+    page.click("#qasr-file button[aria-label='Clear']")
+    upload(page, media["clip"])
+    page.click("#qasr-run")
+    wait_for_result(page)
+    assert page.input_value("#qasr-text textarea") == SCRIPTED_SENTENCE
+    page.close()
+
+
+def test_a_video_file_is_transcribed_and_its_sound_played(browser, server, media):
+    page = open_app(browser, server)
+    upload(page, media["video"])
+    page.click("#qasr-run")
+    wait_for_result(page)
+    assert page.input_value("#qasr-text textarea") == SCRIPTED_SENTENCE
+    page.wait_for_function("document.querySelector('#qasr-karaoke audio').duration > 2.5", timeout=10_000)
+    page.close()
+
+
+def test_record_with_the_microphone(browser, server):
+    page = open_app(browser, server)
+    page.get_by_role("tab", name="Record").click()
+    page.locator("#qasr-record button", has_text="Record").first.click()
+    page.wait_for_timeout(3000)
+    page.locator("#qasr-record button", has_text="Stop").first.click()
+    page.locator("#qasr-record audio").first.wait_for(state="attached")
+    page.click("#qasr-run")
+    wait_for_result(page)
+    assert page.input_value("#qasr-text textarea") == SCRIPTED_SENTENCE
+    page.wait_for_function("document.querySelector('#qasr-karaoke audio').duration > 2", timeout=10_000)
+    page.close()
+
+
+def test_url_input_shows_title_and_plays_the_fetched_audio(browser, server, site):
+    page = open_app(browser, server)
+    page.get_by_role("tab", name="From a URL").click()
+    page.fill("#qasr-url input, #qasr-url textarea", site + "interview.m4a")
+    page.click("#qasr-run")
+    wait_for_result(page)
+    assert page.inner_text("#qasr-karaoke .qk-title") == "interview (0:03)"
+    page.wait_for_function("document.querySelector('#qasr-karaoke audio').duration > 2.5", timeout=10_000)
+    page.close()
+
+
+def test_example_runs_with_one_click(browser, server):
+    page = open_app(browser, server)
+    page.get_by_text("English, with word timestamps").click()
+    wait_for_result(page)
+    assert page.input_value("#qasr-text textarea") == SCRIPTED_SENTENCE
+    page.close()

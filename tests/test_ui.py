@@ -1,0 +1,251 @@
+"""The Space's handlers, called as Gradio calls them, with the scripted checkpoints: fast checks of the adapter.
+
+The browser tests (`test_browser.py`) drive the same handlers through a real server and Chromium; these cover the
+cases a browser cannot reach cheaply (a 3 h file, every kind of bad input) and the pure parts (karaoke markup,
+ZeroGPU sizing).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from qasr_space import gpu
+from qasr_space.errors import AudioError, QasrError
+from qasr_space.karaoke import render_karaoke
+from qasr_space.languages import ALIGNER_LANGUAGES, LANGUAGES
+from qasr_space.models import ModelManager
+from qasr_space.results import Transcript, Word
+from qasr_space.settings import Settings
+from qasr_space.ui import (ALIGN, ASSETS_DIR, AUTO, EXAMPLES, FILE_SOURCE, LIVE_SOURCE, RECORD_SOURCE, TRANSCRIBE,
+                           URL_SOURCE, ServedFiles, SpaceUI, build_demo, mode_layout, render_ui, timestamps_option)
+from qasr_space.writers import to_srt
+from tests.browser import static_server
+from tests.checkpoints import SCRIPTED_SENTENCE
+from tests.media import tone, write_media, write_sparse_wav
+
+XSS = '<img src=x onerror="window.__xss=1">'
+
+
+def no_progress(*args, **kwargs) -> None:
+    """Stands in for `gr.Progress`, which only reports inside a running Gradio event."""
+
+
+@pytest.fixture(scope="module")
+def ui(manager, tmp_path_factory) -> SpaceUI:
+    return SpaceUI(manager, ServedFiles(str(tmp_path_factory.mktemp("served"))))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> str:
+    return str(write_media(tmp_path_factory.mktemp("clips") / "talk.wav", tone(4.0), 16000, "wav"))
+
+
+def run(ui: SpaceUI, file_path=None, *, source=FILE_SOURCE, recording=None, url=None, mode=TRANSCRIBE, text=None,
+        model="0.6B", language=AUTO, context=None, timestamps=True) -> list[tuple]:
+    """Every update the handler yields, in order."""
+    return list(ui.run(source, file_path, recording, url, mode, text, model, language, context, timestamps,
+                       no_progress))
+
+
+def words_in(karaoke: str) -> list[tuple[str, float, float]]:
+    return [(html.unescape(text), float(start), float(end)) for start, end, text in
+            re.findall(r'<span class="qk-word" data-start="([\d.]+)" data-end="([\d.]+)">(.*?)</span>', karaoke)]
+
+
+def test_transcribe_shows_progress_then_the_result_and_downloads(ui, clip):
+    updates = run(ui, clip)
+    assert updates[0][:2] == ("", "") and "Transcribing" in updates[0][2] and updates[0][3] is None
+    language, text, karaoke, files = updates[-1]
+    assert (language, text) == ("English", SCRIPTED_SENTENCE)
+    words = words_in(karaoke)
+    assert " ".join(w for w, _, _ in words) == SCRIPTED_SENTENCE
+    assert all(0 <= start <= end <= 4.0 for _, start, end in words)
+    assert [start for _, start, _ in words] == sorted(start for _, start, _ in words)
+    assert "gradio_api/file=" + clip in karaoke  # uploads are played from where Gradio stored them
+    by_suffix = {Path(f).suffix: Path(f) for f in files}
+    assert set(by_suffix) == {".srt", ".vtt", ".json", ".txt"} and all(f.stem == "talk" for f in by_suffix.values())
+    transcript = Transcript.from_dict(json.loads(by_suffix[".json"].read_text()))
+    assert by_suffix[".srt"].read_text() == to_srt(transcript)
+    assert "00:00:00,320 --> " in by_suffix[".srt"].read_text()
+    assert by_suffix[".txt"].read_text() == SCRIPTED_SENTENCE + "\n"
+
+
+def test_partial_text_and_progress_appear_as_chunks_finish(model_dir, tmp_path):
+    settings = Settings(model_dir=model_dir, chunk_seconds=2.0, batch_size=1)
+    ui = SpaceUI(ModelManager(settings), ServedFiles(str(tmp_path)))
+    path = write_media(tmp_path / "long.wav", tone(6.0), 16000, "wav")
+    fractions = []
+    updates = list(ui.run(FILE_SOURCE, str(path), None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True,
+                          lambda fraction, desc=None: fractions.append(fraction)))
+    texts = [text for _, text, _, _ in updates]
+    chunks = len(updates) - 2  # one update before the first chunk, one per chunk, then the final one with files
+    assert chunks >= 3
+    assert texts == ["", *(" ".join([SCRIPTED_SENTENCE] * k) for k in range(1, chunks + 1)), texts[-2]]
+    assert [files is None for *_, files in updates] == [True] * (chunks + 1) + [False]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(set(fractions)) >= 4
+
+
+def test_the_selected_tab_says_which_input_is_used(ui, clip, tmp_path):
+    other = str(write_media(tmp_path / "other.wav", np.zeros(16000, np.float32), 16000, "wav"))  # silence
+    assert run(ui, other, source=RECORD_SOURCE, recording=clip)[-1][1] == SCRIPTED_SENTENCE
+    assert run(ui, clip, source=FILE_SOURCE, recording=other)[-1][1] == SCRIPTED_SENTENCE
+
+
+def test_video_files_are_transcribed_and_played_from_a_wav(ui, tmp_path):
+    path = write_media(tmp_path / "talk.mkv", tone(2.0), 16000, "mkv", with_video=True)
+    _, text, karaoke, _ = run(ui, str(path))[-1]
+    played = re.search(r'src="gradio_api/file=([^"]+)"', karaoke).group(1)
+    assert text == SCRIPTED_SENTENCE
+    assert played.endswith("/audio.wav") and os.path.getsize(played) > 2 * 16000 * 2
+
+
+def test_without_timestamps_the_karaoke_seeks_by_segment(ui, clip):
+    _, text, karaoke, _ = run(ui, clip, timestamps=False)[-1]
+    segments = words_in(karaoke)
+    assert " ".join(s for s, _, _ in segments) == SCRIPTED_SENTENCE
+    assert segments[0][1] == 0.0 and segments[-1][2] == 4.0
+
+
+def test_language_the_aligner_lacks_is_said_in_the_result(ui, clip):
+    language, text, karaoke, _ = run(ui, clip, language="Greek", timestamps=True)[-1]
+    assert language == "Greek" and text == SCRIPTED_SENTENCE
+    assert "timestamps unavailable for Greek" in karaoke
+
+
+def test_align_own_text_escapes_markup(ui, clip):
+    _, text, karaoke, files = run(ui, clip, mode=ALIGN, text=f"{XSS} Hello world", language="English")[-1]
+    assert text == f"{XSS} Hello world"
+    assert "<img" not in karaoke and "&lt;img" in karaoke
+    assert [w for w, _, _ in words_in(karaoke)] == ["<img", "src=x", 'onerror="window.__xss=1">', "Hello", "world"]
+    assert len(files) == 4
+
+
+def test_karaoke_escapes_every_user_controlled_string():
+    transcript = Transcript(language="English", text="", duration=2.0,
+                            words=[Word(" <b>bold</b>", 0.0, 0.5), Word(' "quoted" & more', 0.5, 1.0)],
+                            warnings=["<script>alert(1)</script>"])
+    page = render_karaoke(transcript, 'gradio_api/file=/tmp/a"b.wav', title='<img src=x onerror="x()">')
+    assert not re.search(r"<(b|script|img)\b", page)
+    assert 'src="gradio_api/file=/tmp/a&quot;b.wav"' in page
+    assert "&lt;img src=x onerror=&quot;x()&quot;&gt;" in page and "&lt;script&gt;" in page
+    assert [w for w, _, _ in words_in(page)] == ["<b>bold</b>", '"quoted" & more']
+
+
+@pytest.mark.parametrize("make, kwargs, message", [
+    (None, {}, "No audio: upload an audio or video file"),
+    (lambda d: d / "clip.wav", {"source": RECORD_SOURCE}, "No recording yet"),
+    (lambda d: d / "broken.mp3", {}, "could not be decoded"),
+    (lambda d: write_media(d / "short.wav", tone(0.1), 16000, "wav"), {}, "too short"),
+    (lambda d: write_media(d / "silence.wav", np.zeros(32000, np.float32), 16000, "wav"), {}, "No speech found"),
+    (lambda d: d / "clip.wav", {"language": "Klingon"}, "Unknown language 'Klingon'"),
+    (lambda d: write_sparse_wav(d / "long.wav", 3 * 3600), {}, "3:00:00 long, over the 2:00:00 limit"),
+    (lambda d: d / "clip.wav", {"mode": ALIGN, "text": "  "}, "text to align is empty"),
+    (lambda d: d / "clip.wav", {"mode": ALIGN, "language": "Greek", "text": "Hi"}, "no timestamps for Greek"),
+    (None, {"source": URL_SOURCE, "url": " "}, "URL field is empty"),
+    (None, {"source": LIVE_SOURCE}, "Live transcription is not available yet"),
+])
+def test_bad_input_is_a_gradio_error_that_names_the_problem(ui, tmp_path, make, kwargs, message):
+    (tmp_path / "broken.mp3").write_bytes(b"\x00garbage" * 300)
+    write_media(tmp_path / "clip.wav", tone(1.0), 16000, "wav")
+    path = str(make(tmp_path)) if make else None
+    folders = os.listdir(ui.served.root)
+    with pytest.raises(gr.Error, match=re.escape(message)):
+        run(ui, path, **kwargs)
+    assert os.listdir(ui.served.root) == folders  # a failed request leaves no files behind
+
+
+def test_the_handler_still_works_after_errors(ui, clip, tmp_path):
+    with pytest.raises(gr.Error):
+        run(ui, str(write_media(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000, "wav")))
+    assert run(ui, clip)[-1][1] == SCRIPTED_SENTENCE
+
+
+def test_url_input_shows_title_and_length_and_plays_the_fetched_audio(model_dir, tmp_path):
+    media = tmp_path / "site"
+    media.mkdir()
+    write_media(media / "interview.m4a", tone(3.0), 16000, "m4a")
+    served = ServedFiles(str(tmp_path / "served"))
+    ui = SpaceUI(ModelManager(Settings(model_dir=model_dir, allow_private_urls=True)), served)
+    with static_server(media) as base:
+        _, text, karaoke, files = run(ui, source=URL_SOURCE, url=base + "interview.m4a")[-1]
+    assert text == SCRIPTED_SENTENCE
+    assert re.search(r'<span class="qk-title">interview \(0:03\)</span>', karaoke)
+    played = re.search(r'src="gradio_api/file=([^"]+)"', karaoke).group(1)
+    assert played.startswith(served.root) and played.endswith(".m4a") and os.path.getsize(played) > 0
+    assert Path(files[0]).name == "interview.srt"
+
+
+def test_served_folders_are_pruned_by_age(tmp_path):
+    served = ServedFiles(str(tmp_path), keep_seconds=60)
+    old, fresh = served.new_folder(), served.new_folder()
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    newest = served.new_folder()
+    assert not os.path.exists(old) and os.path.isdir(fresh) and os.path.isdir(newest)
+
+
+def test_timestamps_are_offered_only_where_the_aligner_has_the_language():
+    assert timestamps_option(AUTO)["interactive"] is True
+    assert timestamps_option("German")["interactive"] is True
+    greek = timestamps_option("Greek")
+    assert greek["interactive"] is False and greek["value"] is False and "Greek" in greek["info"]
+
+
+def test_align_mode_offers_the_aligner_languages_only():
+    text_box, model, context, timestamps, language, button = mode_layout(ALIGN, "Greek")
+    assert text_box["visible"] and not model["visible"] and not context["visible"] and not timestamps["visible"]
+    assert language["choices"] == [AUTO, *ALIGNER_LANGUAGES] and language["value"] == AUTO
+    assert button["value"] == "Align"
+    *_, language, button = mode_layout(TRANSCRIBE, "German")
+    assert language["choices"] == [AUTO, *LANGUAGES] and language["value"] == "German"
+
+
+def test_examples_exist_and_run(ui):
+    for name, language, timestamps, _ in EXAMPLES:
+        assert (ASSETS_DIR / name).stat().st_size > 1000
+    _, text, karaoke, _ = list(ui.run_example(str(ASSETS_DIR / EXAMPLES[0][0]), AUTO, True, TRANSCRIBE,
+                                              no_progress))[-1]
+    assert text == SCRIPTED_SENTENCE and words_in(karaoke)
+
+
+def test_ui_mounts_as_a_tab_of_another_app(manager):
+    with gr.Blocks() as parent:
+        with gr.Tab("Something else"):
+            gr.Markdown("hello")
+        with gr.Tab("ASR"):
+            render_ui(manager)
+    ids = {c.get("props", {}).get("elem_id") for c in parent.get_config_file()["components"]}
+    assert {"qasr-file", "qasr-record", "qasr-url", "qasr-live", "qasr-run", "qasr-karaoke"} <= ids
+    assert isinstance(build_demo(manager), gr.Blocks)
+
+
+def test_gpu_duration_grows_with_the_audio_and_is_capped():
+    minute = np.zeros(60 * 16000, np.float32)
+    assert gpu.gpu_seconds(minute[:16000]) == gpu.BASE_GPU_SECONDS
+    assert gpu.gpu_seconds(np.zeros(10 * 60 * 16000, np.float32)) > gpu.gpu_seconds(minute)
+    assert gpu.gpu_seconds(np.zeros(4 * 3600 * 16000, np.float32)) == gpu.MAX_GPU_SECONDS
+
+
+def test_gpu_calls_turn_user_errors_into_gradio_errors():
+    @gpu.on_gpu
+    def call(audio):
+        raise AudioError("bad audio")
+
+    @gpu.on_gpu
+    def stream(audio):
+        yield 1
+        raise QasrError("bad chunk")
+
+    with pytest.raises(gr.Error, match="bad audio"):
+        call(np.zeros(10))
+    with pytest.raises(gr.Error, match="bad chunk"):
+        list(stream(np.zeros(10)))
+    assert gpu.zero_gpu_settings(Settings()) == Settings()  # off ZeroGPU, nothing changes
