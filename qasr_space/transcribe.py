@@ -55,7 +55,7 @@ def prepare_audio(source: AudioInput, settings: Settings) -> np.ndarray:
     return audio
 
 
-def _text_separator(before: str, after: str) -> str:
+def text_separator(before: str, after: str) -> str:
     """Chunk texts join with a space, except between scripts written without spaces (Chinese, Japanese)."""
     if not before or not after:
         return ""
@@ -135,7 +135,7 @@ def collect(results: Iterator[ChunkResult], *, duration: float, model_name: str,
     for result in results:
         chunk = result.chunk
         piece = chunk.text.strip()
-        separator = _text_separator(text, piece)
+        separator = text_separator(text, piece)
         if result.words and separator:
             result.words[0].text = separator + result.words[0].text.lstrip()
         text += separator + piece

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from html import escape
 from urllib.parse import quote
 
 import gradio as gr
@@ -31,6 +32,7 @@ from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
 from .models import ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
 from .results import Transcript
+from .streaming import LiveSession, LiveText, finish, update
 from .transcribe import ChunkResult, align, collect, iter_transcribe, prepare_audio
 from .writers import FORMATS, write_transcript
 
@@ -61,8 +63,13 @@ AUTO_TIMESTAMPS_INFO = (f"Word timing from Qwen3-ForcedAligner ({', '.join(ALIGN
                         "if the detected language is not one of them.")
 LANGUAGE_INFO = "Auto detects it."
 ALIGN_LANGUAGE_INFO = "The language of the text, for splitting it into words; Auto splits at spaces."
-LIVE_NOTE = """**Live microphone** transcription, with text appearing while you speak, is coming to this tab.
-Until then, record a clip in the *Record* tab."""
+LIVE_NOTE = ("Press record and speak: text appears as you talk (grey words may still change). When you stop, the "
+             "whole recording is transcribed once more, with word timestamps when they are on.")
+#: How often the browser sends new microphone audio, and the longest live session.
+LIVE_STREAM_EVERY_SECONDS = 0.5
+
+
+LIVE_CSS = ".qk-live { font-size: 1.1rem; line-height: 1.6; min-height: 2em; } .qk-tentative { color: #888; }"
 
 
 def file_url(path: str) -> str:
@@ -142,6 +149,39 @@ class SpaceUI:
         self._transcribe_chunks = transcribe_chunks
         self._align_text = align_text
 
+    def live_update(self, chunk: tuple[int, np.ndarray] | None, session: LiveSession | None, model: str,
+                    language: str, context: str | None) -> tuple[str, LiveSession]:
+        """One streamed microphone chunk: keep it in this person's session and show committed + tentative text."""
+        if session is None or session.finished:
+            session = LiveSession(max_seconds=self.settings.max_audio_seconds)
+        try:
+            session.feed(chunk)
+            live = update(session, self.manager, model=model, language=None if language == AUTO else language,
+                          context=(context or "").strip() or None)
+        except QasrError as exc:
+            raise gr.Error(str(exc)) from None
+        return render_live(live), session
+
+    def live_finish(self, session: LiveSession | None, model: str, language: str, context: str | None,
+                    timestamps: bool, progress: Callable = gr.Progress()) -> tuple:
+        """Recording stopped: the whole recording once through the pipeline, shown like an upload's result."""
+        if session is None:
+            raise gr.Error("Nothing was recorded. Allow the browser to use the microphone, then record again.")
+        folder = self.served.new_folder()
+        try:
+            progress(0.0, desc="Transcribing the recording")
+            transcript = finish(session, self.manager, model=model, language=None if language == AUTO else language,
+                                context=(context or "").strip() or None, timestamps=bool(timestamps))
+            media = os.path.join(folder, "recording.wav")
+            sf.write(media, session.audio, SAMPLE_RATE, subtype="PCM_16")
+            item = _Input(session.audio, media, "recording")
+            files = [write_transcript(transcript, fmt, os.path.join(folder, item.name + suffix))
+                     for fmt, (_, suffix, _) in FORMATS.items()]
+        except QasrError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise gr.Error(str(exc)) from None
+        return (*self._outputs(transcript, item, files=files), render_live(session.live_text()), None)
+
     def run(self, source: str, file_path: str | None, recording_path: str | None, url: str | None, mode: str,
             text: str | None, model: str, language: str, context: str | None, timestamps: bool,
             progress: Callable = gr.Progress()) -> Iterator[Outputs]:
@@ -215,7 +255,8 @@ class SpaceUI:
             title = f"{fetched.title} ({clock(fetched.duration)})"
             return _Input(audio, media, _file_stem(fetched.title), title)
         if source == LIVE_SOURCE:
-            raise AudioError("Live transcription is not available yet; record a clip in the Record tab.")
+            raise AudioError("Live transcription runs while you record: press the microphone button in the Live "
+                             "microphone tab, and the result appears when you stop.")
         audio_path = recording_path if source == RECORD_SOURCE else file_path
         if not audio_path:
             raise AudioError("No recording yet: press the microphone button, speak, and stop; then press Transcribe."
@@ -228,6 +269,13 @@ class SpaceUI:
                  files: list[str] | None = None) -> Outputs:
         karaoke = render_karaoke(transcript, file_url(item.media_path), title=item.title, status=status)
         return transcript.language or "", transcript.text, karaoke, files
+
+
+def render_live(live: LiveText) -> str:
+    """Live text as HTML: committed text plain, the tentative tail marked as such; all of it escaped."""
+    separator = live.text[len(live.committed):len(live.text) - len(live.tentative)]
+    return (f'<div class="qk-live"><span class="qk-committed">{escape(live.committed)}</span>{separator}'
+            f'<span class="qk-tentative">{escape(live.tentative)}</span></div>')
 
 
 def timestamps_option(language: str) -> dict:
@@ -277,6 +325,11 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                                         info="YouTube and the other sites yt-dlp supports, or a direct link to "
                                              "audio or video. The title and length appear with the result.")
                 with gr.Tab("Live microphone", id=LIVE_SOURCE, elem_id="qasr-live") as live_tab:
+                    live_in = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Live microphone",
+                                       elem_id="qasr-live-mic")
+                    live_out = gr.HTML("", elem_id="qasr-live-text", label="Live transcript",
+                                       css_template=LIVE_CSS)
+                    live_session = gr.State(None)
                     gr.Markdown(LIVE_NOTE)
             mode = gr.Radio([TRANSCRIBE, ALIGN], value=TRANSCRIBE, label="Mode", elem_id="qasr-mode")
             align_in = gr.Textbox(label="Text to align", lines=4, visible=False, elem_id="qasr-align-text",
@@ -311,6 +364,10 @@ def render_ui(manager: ModelManager) -> SpaceUI:
     run_button.click(ui.run, [source, file_in, recording_in, url_in, mode, align_in, model, language, context,
                               timestamps],
                      outputs, show_progress_on=[text_out], api_visibility="undocumented")
+    live_in.stream(ui.live_update, [live_in, live_session, model, language, context], [live_out, live_session],
+                   stream_every=LIVE_STREAM_EVERY_SECONDS, concurrency_limit=None, api_visibility="private")
+    live_in.stop_recording(ui.live_finish, [live_session, model, language, context, timestamps],
+                           [*outputs, live_out, live_session], api_visibility="private")
     with examples_slot:
         gr.Examples(
             examples=[[str(ASSETS_DIR / name), lang, stamps, TRANSCRIBE] for name, lang, stamps, _ in EXAMPLES],

@@ -253,3 +253,17 @@ def test_example_runs_with_one_click(browser, server):
     wait_for_result(page)
     assert page.input_value("#qasr-text textarea") == SCRIPTED_SENTENCE
     page.close()
+
+
+def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, server):
+    page = open_app(browser, server)
+    page.get_by_role("tab", name="Live microphone").click()
+    page.locator("#qasr-live-mic button", has_text="Record").first.click()
+    page.wait_for_function("document.querySelector('#qasr-live-text .qk-live') && "
+                           "document.querySelector('#qasr-live-text').innerText.includes('scripted model')",
+                           timeout=RESULT_TIMEOUT_MS)
+    page.locator("#qasr-live-mic button", has_text="Stop").first.click()
+    wait_for_result(page)
+    assert page.input_value("#qasr-text textarea") == SCRIPTED_SENTENCE
+    assert page.locator("#qasr-karaoke .qk-word").count() == len(SCRIPTED_SENTENCE.split())
+    page.close()

@@ -151,7 +151,7 @@ def test_karaoke_escapes_every_user_controlled_string():
     (lambda d: d / "clip.wav", {"mode": ALIGN, "text": "  "}, "text to align is empty"),
     (lambda d: d / "clip.wav", {"mode": ALIGN, "language": "Greek", "text": "Hi"}, "no timestamps for Greek"),
     (None, {"source": URL_SOURCE, "url": " "}, "URL field is empty"),
-    (None, {"source": LIVE_SOURCE}, "Live transcription is not available yet"),
+    (None, {"source": LIVE_SOURCE}, "Live transcription runs while you record"),
 ])
 def test_bad_input_is_a_gradio_error_that_names_the_problem(ui, tmp_path, make, kwargs, message):
     (tmp_path / "broken.mp3").write_bytes(b"\x00garbage" * 300)
@@ -249,3 +249,39 @@ def test_gpu_calls_turn_user_errors_into_gradio_errors():
     with pytest.raises(gr.Error, match="bad chunk"):
         list(stream(np.zeros(10)))
     assert gpu.zero_gpu_settings(Settings()) == Settings()  # off ZeroGPU, nothing changes
+
+
+def mic_chunks(seconds: float, chunk_seconds: float = 0.5) -> list[tuple[int, np.ndarray]]:
+    """What Chromium streams: (48000, int16) chunks holding only the new audio."""
+    samples = (tone(seconds, 48000) * 32767).astype(np.int16)
+    step = int(chunk_seconds * 48000)
+    return [(48000, samples[i:i + step]) for i in range(0, len(samples), step)]
+
+
+def test_live_microphone_shows_text_while_speaking_then_the_full_result(ui):
+    session = None
+    shown = []
+    for chunk in mic_chunks(3.0):
+        html_text, session = ui.live_update(chunk, session, "0.6B", AUTO, XSS)
+        shown.append(html_text)
+    assert SCRIPTED_SENTENCE in html.unescape(shown[-1])
+    assert "qk-tentative" in shown[-1] and "<img" not in shown[-1]
+    language, text, karaoke, files, live, state = ui.live_finish(session, "0.6B", AUTO, None, True, no_progress)
+    assert (language, text) == ("English", SCRIPTED_SENTENCE) and state is None
+    assert [w for w, *_ in words_in(karaoke)] == SCRIPTED_SENTENCE.split()
+    assert sorted(Path(f).suffix for f in files) == [".json", ".srt", ".txt", ".vtt"]
+    assert "recording.wav" in karaoke
+
+
+def test_live_sessions_of_two_people_stay_apart(ui):
+    talking, silent = None, None
+    for chunk in mic_chunks(2.0):
+        _, talking = ui.live_update(chunk, talking, "0.6B", AUTO, None)
+        _, silent = ui.live_update((48000, np.zeros_like(chunk[1])), silent, "0.6B", AUTO, None)
+    assert talking is not silent
+    assert talking.live_text().text == SCRIPTED_SENTENCE and silent.live_text().text == ""
+
+
+def test_live_stop_without_recording_is_a_clear_error(ui):
+    with pytest.raises(gr.Error, match="Nothing was recorded"):
+        ui.live_finish(None, "0.6B", AUTO, None, True, no_progress)

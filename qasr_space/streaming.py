@@ -1,0 +1,231 @@
+"""Live microphone transcription whose cost per update stays flat however long the session runs.
+
+A browser streams short chunks of new audio; a `LiveSession` keeps the whole recording (for the final pass and
+playback) and splits the transcript in two: committed text that never changes, and a tentative tail re-decoded from
+a bounded window at the end of the recording. Once the window grows past `window_seconds`, its older part is cut at a
+quiet point, transcribed once more on its own and appended to the committed text, so no update ever sends the model
+more than about a window of audio (re-sending everything heard so far is what makes long sessions stall). On stop,
+`finish` runs the whole recording once through the normal pipeline, with word timestamps when asked.
+
+UI-free: Gradio's `(rate, int16 samples)` chunks go to `LiveSession.feed`, and `update` / `finish` return plain
+results. Each person streaming gets their own `LiveSession`; nothing here is shared between sessions.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, is_silent, load_audio, split_at_quiet_points
+from .errors import AudioError, AudioTooLongError
+from .inference import run_asr
+from .languages import detected_language, normalize_language
+from .models import ModelManager
+from .results import Transcript
+from .settings import Settings
+from .transcribe import ProgressCallback, text_separator, transcribe
+
+#: Re-decoded audio is at most this long (plus one update's new audio) before its older part is committed.
+WINDOW_SECONDS = 15.0
+#: The model runs again only once this much new audio has arrived, so a slow CPU never falls behind a queue.
+DECODE_EVERY_SECONDS = 1.0
+#: After a commit, at least this much audio stays in the window, so the tentative text keeps some context.
+MIN_TAIL_SECONDS = 3.0
+#: Room reserved up front for a session's recording; it doubles when full.
+_INITIAL_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class LiveText:
+    """What to show while recording: `committed` never changes, `tentative` may still be revised."""
+
+    committed: str
+    tentative: str
+    language: str | None = None
+
+    @property
+    def text(self) -> str:
+        """Both parts joined as the final transcript would join them."""
+        return self.committed + text_separator(self.committed, self.tentative) + self.tentative
+
+
+@dataclass(eq=False)
+class LiveSession:
+    """One person's recording and live transcript. Thread-safe; create one per recording.
+
+    `max_seconds` caps the recording (pass `Settings.max_audio_seconds`). `finished` turns true once `finish` has
+    run; the next recording needs a new session. The counters say what the model was given, so callers can check the
+    cost stays bounded: `model_calls` counts `run_asr` calls, `last_decoded_seconds` is the audio the latest update
+    that ran the model sent it, `longest_clip_seconds` the longest single clip any update sent.
+    """
+
+    max_seconds: float = Settings.max_audio_seconds
+    committed: str = ""
+    tentative: str = ""
+    language: str | None = None
+    window_start: int = 0
+    decoded_until: int = 0
+    model_calls: int = 0
+    last_decoded_seconds: float = 0.0
+    longest_clip_seconds: float = 0.0
+    finished: bool = False
+    _samples: np.ndarray = field(default_factory=lambda: np.empty(int(_INITIAL_SECONDS * SAMPLE_RATE), np.float32),
+                                 init=False, repr=False)
+    _length: int = field(default=0, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def seconds(self) -> float:
+        """How much audio has been recorded."""
+        return self._length / SAMPLE_RATE
+
+    @property
+    def audio(self) -> np.ndarray:
+        """The recording so far, 16 kHz mono float32, as a read-only view that later chunks never change."""
+        with self._lock:
+            return self._recording()
+
+    def _recording(self) -> np.ndarray:
+        """`audio` for callers already holding the lock."""
+        view = self._samples[:self._length]
+        view.flags.writeable = False
+        return view
+
+    def live_text(self) -> LiveText:
+        """The transcript as the latest update left it."""
+        return LiveText(self.committed, self.tentative, self.language)
+
+    def feed(self, chunk: tuple[int, np.ndarray] | None) -> None:
+        """Append one chunk of new audio, Gradio's `(sample_rate, samples)`, mono or `(n, channels)`, any PCM type.
+
+        Empty chunks are ignored. Past `max_seconds`, the part that fits is kept and `AudioTooLongError` raised.
+        """
+        if chunk is None or np.asarray(chunk[1]).size == 0:
+            return
+        samples = load_audio(chunk)
+        with self._lock:
+            room = int(self.max_seconds * SAMPLE_RATE) - self._length
+            self._append(samples[:max(room, 0)])
+        if len(samples) > room:
+            limit = f"{self.max_seconds / 60:.0f} min" if self.max_seconds >= 60 else f"{self.max_seconds:.0f} s"
+            raise AudioTooLongError(
+                f"The live recording reached the {limit} limit; stop it to get the transcript of what was recorded, "
+                "or start a new recording.")
+
+    def _append(self, samples: np.ndarray) -> None:
+        """Amortised O(1) per sample: the buffer doubles when full instead of being copied on every chunk."""
+        end = self._length + len(samples)
+        if end > len(self._samples):
+            grown = np.empty(max(end, 2 * len(self._samples)), dtype=np.float32)
+            grown[:self._length] = self._samples[:self._length]
+            self._samples = grown
+        self._samples[self._length:end] = samples
+        self._length = end
+
+
+def update(
+    session: LiveSession,
+    manager: ModelManager,
+    *,
+    model: str | None = None,
+    language: str | None = None,
+    context: str | None = None,
+    window_seconds: float = WINDOW_SECONDS,
+    decode_every_seconds: float = DECODE_EVERY_SECONDS,
+    max_new_tokens: int | None = None,
+) -> LiveText:
+    """Re-decode the window at the end of the recording, committing its older part once it outgrows `window_seconds`.
+
+    Returns at once, without touching the model, until `decode_every_seconds` of new audio have arrived since the
+    last decode. Silent audio is never sent to the model. `language` None or "auto" detects it per window.
+    """
+    forced = normalize_language(language)
+    if window_seconds <= MIN_TAIL_SECONDS:
+        raise ValueError(f"window_seconds must exceed {MIN_TAIL_SECONDS} s, got {window_seconds}")
+    with session._lock:
+        end = session._length
+        if end - session.decoded_until < decode_every_seconds * SAMPLE_RATE:
+            return session.live_text()
+        window = session._samples[session.window_start:end]
+        pieces = _window_pieces(window, window_seconds)
+        clips = [window[start:stop] for start, stop in pieces]
+        texts, languages = _decode(session, manager, model, clips, forced, context, max_new_tokens)
+        for text in texts[:-1]:
+            session.committed += text_separator(session.committed, text) + text
+        session.tentative = texts[-1]
+        session.language = forced or next((lang for lang in reversed(languages) if lang), session.language)
+        session.window_start += pieces[-1][0]
+        session.decoded_until = end
+        return session.live_text()
+
+
+def _window_pieces(window: np.ndarray, window_seconds: float) -> list[tuple[int, int]]:
+    """Sample ranges of the window: the ones to commit, then the new window (never over `window_seconds`).
+
+    A window within bounds stays whole. A longer one is cut at quiet points into pieces that leave at least
+    `MIN_TAIL_SECONDS` (usually far more) in the new window, so the tentative text is never decoded from a sliver.
+    """
+    if len(window) <= window_seconds * SAMPLE_RATE:
+        return [(0, len(window))]
+    pieces = split_at_quiet_points(window, window_seconds - MIN_TAIL_SECONDS)
+    if len(pieces) > 1 and pieces[-1][1] - pieces[-1][0] < MIN_TAIL_SECONDS * SAMPLE_RATE:
+        pieces[-2:] = [(pieces[-2][0], pieces[-1][1])]
+    return pieces
+
+
+def _decode(
+    session: LiveSession,
+    manager: ModelManager,
+    model: str | None,
+    clips: list[np.ndarray],
+    forced: str | None,
+    context: str | None,
+    max_new_tokens: int | None,
+) -> tuple[list[str], list[str | None]]:
+    """Texts and detected languages of `clips`, in batches of `batch_size`; silent clips give "" without a model run."""
+    texts: list[str] = [""] * len(clips)
+    languages: list[str | None] = [None] * len(clips)
+    speech = [i for i, clip in enumerate(clips) if not is_silent(clip)]
+    session.last_decoded_seconds = sum(len(clips[i]) for i in speech) / SAMPLE_RATE
+    if not speech:
+        return texts, languages
+    loaded = manager.asr(model)
+    batch_size = max(1, manager.settings.batch_size)
+    for first in range(0, len(speech), batch_size):
+        batch = speech[first:first + batch_size]
+        outputs = run_asr(loaded, [clips[i] for i in batch], [forced] * len(batch), [context] * len(batch),
+                          max_new_tokens)
+        session.model_calls += 1
+        for i, out in zip(batch, outputs):
+            texts[i] = out.text.strip()
+            languages[i] = detected_language(out.language)
+    longest = max(len(clips[i]) for i in speech) / SAMPLE_RATE
+    session.longest_clip_seconds = max(session.longest_clip_seconds, longest)
+    return texts, languages
+
+
+def finish(
+    session: LiveSession,
+    manager: ModelManager,
+    *,
+    model: str | None = None,
+    language: str | None = None,
+    context: str | None = None,
+    timestamps: bool = False,
+    progress: ProgressCallback | None = None,
+    max_new_tokens: int | None = None,
+) -> Transcript:
+    """The final transcript: the whole recording once through the normal pipeline (words when `timestamps`).
+
+    Waits for an update in flight on the same session, so no audio fed before the call is left out. Raises
+    `AudioError` when nothing was recorded and `NoSpeechError` when the recording holds no speech.
+    """
+    with session._lock:
+        if session._length == 0:
+            raise AudioError("Nothing was recorded. Allow the browser to use the microphone, then record again.")
+        transcript = transcribe(session._recording(), manager=manager, model=model, language=language, context=context,
+                                timestamps=timestamps, progress=progress, max_new_tokens=max_new_tokens)
+        session.finished = True
+        return transcript

@@ -1,0 +1,152 @@
+"""Live microphone transcription driven as Gradio drives it: `(48000, int16)` chunks of new audio, then an update.
+
+The scripted checkpoint turns every non-silent clip into SCRIPTED_SENTENCE, so each commit adds exactly one sentence
+to the committed text and the tentative tail is always one sentence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qasr_space.audio import SAMPLE_RATE, load_audio
+from qasr_space.errors import AudioError, AudioTooLongError, NoSpeechError
+from qasr_space.streaming import LiveSession, finish, update
+from tests.checkpoints import SCRIPTED_SENTENCE
+from tests.media import tone
+
+MIC_RATE = 48000
+
+
+def mic_chunks(audio: np.ndarray, chunk_seconds: float, channels: int = 1) -> list[tuple[int, np.ndarray]]:
+    """What Chromium's Gradio microphone delivers: 48 kHz int16, only the audio new since the last chunk."""
+    pcm = np.round(audio * 32767).astype(np.int16)
+    if channels == 2:
+        pcm = np.stack([pcm, pcm // 2], axis=1)
+    step = int(chunk_seconds * MIC_RATE)
+    return [(MIC_RATE, pcm[i:i + step]) for i in range(0, len(pcm), step)]
+
+
+def speech(seconds: float) -> np.ndarray:
+    return tone(seconds, MIC_RATE)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * MIC_RATE), np.float32)
+
+
+def test_tentative_text_appears_then_moves_to_committed_which_never_changes(manager):
+    session = LiveSession()
+    history, decoded = [], []
+    for chunk in mic_chunks(speech(20.0), 0.5):
+        session.feed(chunk)
+        history.append(update(session, manager, window_seconds=6.0, decode_every_seconds=1.0))
+        decoded.append(session.last_decoded_seconds)
+
+    assert history[0].text == "" and history[1].tentative == SCRIPTED_SENTENCE and history[1].committed == ""
+    for before, after in zip(history, history[1:]):
+        assert after.committed.startswith(before.committed)
+    commits = history[-1].committed.count(SCRIPTED_SENTENCE)
+    assert commits >= 2
+    assert history[-1].committed == " ".join([SCRIPTED_SENTENCE] * commits)
+    assert history[-1].text == " ".join([SCRIPTED_SENTENCE] * (commits + 1))
+    assert history[-1].language == "English"
+    assert session.model_calls == 20  # one batched call per second of audio, commits included
+    assert max(decoded) <= 6.0 + 1.0 + 1e-6  # the window plus one update's new audio, never the whole 20 s
+    assert session.longest_clip_seconds <= 6.0
+    assert session.seconds == pytest.approx(20.0)
+    assert session.seconds - session.window_start / SAMPLE_RATE <= 6.0
+
+
+def test_updates_between_decodes_return_without_the_model(manager):
+    session = LiveSession()
+    results = []
+    for chunk in mic_chunks(speech(4.0), 0.1):
+        session.feed(chunk)
+        results.append(update(session, manager, decode_every_seconds=2.0))
+    assert session.model_calls == 2
+    assert [r.tentative for r in results[:19]] == [""] * 19
+    assert all(r.tentative == SCRIPTED_SENTENCE for r in results[19:])
+    session.feed(None)
+    session.feed((MIC_RATE, np.zeros(0, np.int16)))
+    assert session.seconds == pytest.approx(4.0)
+
+
+def test_silence_gives_no_text_and_no_model_run(manager):
+    session = LiveSession()
+    for chunk in mic_chunks(silence(10.0), 0.5):
+        session.feed(chunk)
+        text = update(session, manager, window_seconds=6.0)
+    assert text.text == "" and session.model_calls == 0
+    assert session.window_start > 0  # silent audio leaves the window like any other
+    with pytest.raises(NoSpeechError):
+        finish(session, manager)
+
+
+def test_stereo_chunks_are_mixed_to_mono(manager):
+    mono, stereo = LiveSession(), LiveSession()
+    audio = speech(2.0)
+    for chunk in mic_chunks(audio, 0.25):
+        mono.feed(chunk)
+    for chunk in mic_chunks(audio, 0.25, channels=2):
+        stereo.feed(chunk)
+    assert stereo.seconds == pytest.approx(2.0)
+    np.testing.assert_allclose(stereo.audio, 0.75 * mono.audio, atol=1e-4)
+    assert update(stereo, manager).tentative == SCRIPTED_SENTENCE
+
+
+def test_interleaved_sessions_keep_their_own_audio_and_text(manager):
+    talker, quiet, french = LiveSession(), LiveSession(), LiveSession()
+    for loud, still in zip(mic_chunks(speech(8.0), 0.5), mic_chunks(silence(8.0), 0.5)):
+        talker.feed(loud)
+        quiet.feed(still)
+        french.feed(loud)
+        update(talker, manager, window_seconds=5.0)
+        update(quiet, manager, window_seconds=5.0)
+        update(french, manager, window_seconds=5.0, language="fr")
+    assert talker.committed.startswith(SCRIPTED_SENTENCE) and talker.language == "English"
+    assert french.committed == talker.committed and french.language == "French"
+    assert quiet.live_text().text == "" and quiet.model_calls == 0
+    assert talker.model_calls == french.model_calls == 8
+    assert talker.seconds == quiet.seconds == pytest.approx(8.0)
+
+
+def test_backlog_is_committed_in_bounded_clips_and_the_buffer_keeps_every_sample(manager):
+    session = LiveSession()
+    chunks = mic_chunks(speech(70.0), 0.5)  # past the buffer's first 60 s, so it has to grow
+    early = None
+    for i, chunk in enumerate(chunks):
+        session.feed(chunk)
+        if i == 9:
+            early = session.audio.copy(), session.audio
+    np.testing.assert_array_equal(session.audio, np.concatenate([load_audio(c) for c in chunks]))
+    np.testing.assert_array_equal(early[1], early[0])  # a view handed out earlier never changes
+    assert not session.audio.flags.writeable
+
+    text = update(session, manager)
+    assert text.tentative == SCRIPTED_SENTENCE
+    assert text.committed.count(SCRIPTED_SENTENCE) >= 5
+    assert session.longest_clip_seconds <= 15.0
+    assert session.seconds - session.window_start / SAMPLE_RATE <= 15.0
+
+
+def test_finish_transcribes_the_whole_recording_with_word_timestamps(manager):
+    session = LiveSession()
+    for chunk in mic_chunks(speech(4.0), 0.5):
+        session.feed(chunk)
+        update(session, manager)
+    transcript = finish(session, manager, timestamps=True)
+    assert session.finished
+    assert transcript.text == SCRIPTED_SENTENCE and transcript.duration == pytest.approx(4.0)
+    assert [w.text.strip() for w in transcript.words] == SCRIPTED_SENTENCE.split()
+    assert all(0.0 <= w.start <= w.end <= 4.0 for w in transcript.words)
+
+
+def test_nothing_recorded_and_too_long_are_clear_errors(manager):
+    with pytest.raises(AudioError, match="Nothing was recorded"):
+        finish(LiveSession(), manager)
+    session = LiveSession(max_seconds=2.0)
+    with pytest.raises(AudioTooLongError, match="2 s limit"):
+        for chunk in mic_chunks(speech(3.0), 0.5):
+            session.feed(chunk)
+    assert session.seconds == pytest.approx(2.0)
