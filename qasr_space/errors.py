@@ -23,6 +23,12 @@ class AudioTooLongError(AudioError):
     status_code = 413
 
 
+class UploadTooLargeError(AudioError):
+    """An upload over the configured size limit."""
+
+    status_code = 413
+
+
 class NoSpeechError(AudioError):
     """The audio holds nothing to transcribe (silence)."""
 

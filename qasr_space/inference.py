@@ -1,13 +1,15 @@
 """One batched forward of the ASR model or the aligner over clips that already fit them.
 
 These are the only functions that touch the models. They take lists, one item per clip, so the same call serves
-the chunks of one long file and the requests of several users (each item keeps its own language and context).
+the chunks of one long file and the requests of several users (each item keeps its own language and context):
+concurrent calls on one model are merged into one forward pass by the model's `MicroBatcher`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,20 +64,66 @@ def run_asr(
     max_new_tokens: int | None = None,
     **generate_kwargs,
 ) -> list[AsrOutput]:
-    """Transcribe clips (each within the model's limit) in one `generate` call."""
-    processor = loaded.processor
-    inputs = _to_model(asr_inputs(processor, clips, languages, contexts), loaded)
+    """Transcribe clips (each within the model's limit) in one `generate` call.
+
+    Concurrent calls on the same model with the same generate options share that call (the model's batcher merges
+    them); each still gets exactly what it would get alone, its own token budget included.
+    """
     budget = max_new_tokens or new_tokens_for(max(len(c) for c in clips) / SAMPLE_RATE)
+    job = _AsrJob(loaded, list(clips), list(languages), list(contexts), budget, generate_kwargs)
+    return loaded.batcher.submit(_generate, job, key=_options_key(generate_kwargs), size=len(job.clips))
+
+
+@dataclass
+class _AsrJob:
+    """One `run_asr` call waiting to be batched."""
+
+    loaded: LoadedModel
+    clips: list[np.ndarray]
+    languages: list[str | None]
+    contexts: list[str | None]
+    budget: int
+    generate_kwargs: dict[str, Any]
+
+
+def _options_key(options: dict[str, Any]) -> tuple:
+    """Generate options as a hashable key; a value that cannot be hashed counts by identity, so it never merges with
+    another call's equal-looking value."""
+    items = []
+    for name, value in sorted(options.items()):
+        try:
+            hash(value)
+        except TypeError:
+            value = ("unhashable", id(value))
+        items.append((name, value))
+    return tuple(items)
+
+
+def _generate(jobs: list[_AsrJob]) -> list[list[AsrOutput]]:
+    """One `generate` over every job's clips (same model and options), run to the largest budget; each job's rows are
+    cut back to its own budget, so (decoding being per row) it gets the tokens it would have got alone."""
+    loaded = jobs[0].loaded
+    processor = loaded.processor
+    clips = [clip for job in jobs for clip in job.clips]
+    languages = [language for job in jobs for language in job.languages]
+    contexts = [context for job in jobs for context in job.contexts]
+    inputs = _to_model(asr_inputs(processor, clips, languages, contexts), loaded)
+    budget = max(j.budget for j in jobs)
     with loaded.lock, torch.inference_mode():
-        out = loaded.model.generate(**inputs, max_new_tokens=budget, **generate_kwargs)
+        out = loaded.model.generate(**inputs, max_new_tokens=budget, **jobs[0].generate_kwargs)
     generated = out[:, inputs["input_ids"].shape[1]:]
-    parsed = processor.decode(generated, return_format="parsed")
     eos = set(loaded.model.generation_config.eos_token_id or [])
-    results = []
-    for row, item in zip(generated.tolist(), parsed):
-        finished = any(token in eos for token in row)
-        results.append(AsrOutput(text=item["transcription"], language=item["language"],
-                                 truncated=not finished and len(row) >= budget))
+    results, first = [], 0
+    for job in jobs:
+        rows = generated[first:first + len(job.clips), :job.budget]
+        first += len(job.clips)
+        parsed = processor.decode(rows, return_format="parsed")
+        outputs = []
+        for row, item in zip(rows.tolist(), parsed):
+            finished = any(token in eos for token in row)
+            outputs.append(AsrOutput(text=item["transcription"], language=item["language"],
+                                     truncated=not finished and len(row) >= job.budget))
+        results.append(outputs)
     return results
 
 
@@ -84,21 +132,45 @@ def run_aligner(
 ) -> list[list[dict]]:
     """Word times for each (clip, text) pair, as `decode_forced_alignment` gives them: seconds from clip start.
 
-    Japanese and Korean use nagisa / soynlp to split words when installed; without them the processor's generic
-    splitting (CJK per character, else whitespace) is used rather than failing.
+    Concurrent calls share one forward pass (the model's batcher merges them). Japanese and Korean use nagisa /
+    soynlp to split words when installed; without them the processor's generic splitting (CJK per character, else
+    whitespace) is used rather than failing.
     """
+    job = _AlignJob(loaded, list(clips), list(texts), list(languages))
+    return loaded.batcher.submit(_align, job, size=len(job.clips))
+
+
+@dataclass
+class _AlignJob:
+    """One `run_aligner` call waiting to be batched."""
+
+    loaded: LoadedModel
+    clips: list[np.ndarray]
+    texts: list[str]
+    languages: list[str | None]
+
+
+def _align(jobs: list[_AlignJob]) -> list[list[list[dict]]]:
+    """One aligner forward over every job's clips, split back per job."""
+    loaded = jobs[0].loaded
     processor = loaded.processor
     split_languages = [
         None if lang in _WORD_SPLITTER_AVAILABLE and not _WORD_SPLITTER_AVAILABLE[lang]() else lang
-        for lang in languages
+        for job in jobs for lang in job.languages
     ]
     inputs, word_lists = processor.prepare_forced_aligner_inputs(
-        audio=list(clips), transcript=list(texts), language=split_languages
+        audio=[clip for job in jobs for clip in job.clips], transcript=[text for job in jobs for text in job.texts],
+        language=split_languages,
     )
     inputs = _to_model(inputs, loaded)
     with loaded.lock, torch.inference_mode():
         logits = loaded.model(**inputs).logits
-    return processor.decode_forced_alignment(
+    aligned = processor.decode_forced_alignment(
         logits=logits, input_ids=inputs["input_ids"], word_lists=word_lists,
         timestamp_token_id=loaded.model.config.timestamp_token_id,
     )
+    results, first = [], 0
+    for job in jobs:
+        results.append(aligned[first:first + len(job.clips)])
+        first += len(job.clips)
+    return results

@@ -2,7 +2,8 @@
 
 One manager serves every request of a process. Two requests that ask for the same model at once load it once;
 each loaded model carries a lock that the pipeline holds around forward passes, so concurrent requests never
-run the same weights at the same time from two threads.
+run the same weights at the same time from two threads, and a `MicroBatcher` that merges concurrent requests
+into one forward pass instead (see `batching`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration, Qwen3ASRForTokenClassification
 
+from .batching import BatchCounter, MicroBatcher
 from .errors import ModelUnavailableError
 from .settings import Settings
 
@@ -58,12 +60,13 @@ def pick_device(requested: str | None = None) -> tuple[torch.device, torch.dtype
 
 @dataclass
 class LoadedModel:
-    """A model with its processor, and the lock held while it runs."""
+    """A model with its processor, the lock held while it runs, and the batcher that merges concurrent calls."""
 
     name: str
     model: torch.nn.Module
     processor: object
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    batcher: MicroBatcher = field(default_factory=MicroBatcher, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -83,6 +86,8 @@ class ModelManager:
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
+        #: Batching counters per kind ("asr", "aligner"), kept here so they outlive evicted models.
+        self.batch_counters = {"asr": BatchCounter(), "aligner": BatchCounter()}
 
     def resolve(self, hub_id: str) -> str:
         """`Qwen/<name>` → `$QASR_MODEL_DIR/<name>` when that folder exists, else the hub id itself."""
@@ -97,6 +102,10 @@ class ModelManager:
 
     def aligner(self) -> LoadedModel:
         return self._get(ALIGNER_MODEL, Qwen3ASRForTokenClassification)
+
+    def batch_stats(self) -> dict[str, dict[str, int]]:
+        """Model calls, requests and clips served so far, per kind: fewer calls than requests means batching."""
+        return {kind: counter.snapshot() for kind, counter in self.batch_counters.items()}
 
     def loaded(self) -> list[str]:
         """Hub ids currently in the cache, least recently used first."""
@@ -135,7 +144,11 @@ class ModelManager:
                 f"so it can download, or set QASR_MODEL_DIR to a folder holding {hub_id.split('/')[-1]}/ "
                 f"(looked in {folder})."
             ) from exc
-        return LoadedModel(name=hub_id, model=model, processor=processor)
+        kind = "aligner" if model_class is Qwen3ASRForTokenClassification else "asr"
+        batcher = MicroBatcher(self.batch_counters[kind], max_size=self.settings.batch_size,
+                               wait_seconds=self.settings.batch_wait_ms / 1000,
+                               enabled=self.settings.batch_requests)
+        return LoadedModel(name=hub_id, model=model, processor=processor, batcher=batcher)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,8 +16,9 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def _env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    return value in ("1", "true", "yes", "on") if value else default
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,14 @@ class Settings:
     min_audio_seconds: float = 0.25
     chunk_seconds: float = 180.0
     batch_size: int = 4
+    batch_requests: bool = True
+    batch_wait_ms: float = 20.0
     allow_private_urls: bool = False
     url_timeout_seconds: float = 30.0
     url_retries: int = 3
     ytdlp_cookies: str | None = None
     api_token: str | None = None
+    concurrency_limit: int = 4
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -48,9 +52,13 @@ class Settings:
             max_upload_mb=_env_float("QASR_MAX_UPLOAD_MB", cls.max_upload_mb),
             chunk_seconds=_env_float("QASR_CHUNK_SECONDS", cls.chunk_seconds),
             batch_size=_env_int("QASR_BATCH_SIZE", cls.batch_size),
+            # ZeroGPU runs each request's GPU work in a process of its own, where nothing can be shared.
+            batch_requests=_env_flag("QASR_BATCH_REQUESTS", cls.batch_requests) and not _env_flag("SPACES_ZERO_GPU"),
+            batch_wait_ms=_env_float("QASR_BATCH_WAIT_MS", cls.batch_wait_ms),
             allow_private_urls=_env_flag("QASR_ALLOW_PRIVATE_URLS"),
             url_timeout_seconds=_env_float("QASR_URL_TIMEOUT", cls.url_timeout_seconds),
             url_retries=_env_int("QASR_URL_RETRIES", cls.url_retries),
             ytdlp_cookies=os.environ.get("QASR_YTDLP_COOKIES") or None,
             api_token=os.environ.get("QASR_API_TOKEN") or None,
+            concurrency_limit=_env_int("QASR_CONCURRENCY", cls.concurrency_limit),
         )

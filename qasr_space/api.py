@@ -1,0 +1,163 @@
+"""Named Gradio endpoints for programs: `/transcribe`, `/transcribe_url`, `/align` and `/info`.
+
+They take the same options as the UI and return the core's `Transcript.to_dict()` JSON, plus SRT and WebVTT files,
+so `gradio_client` users get what the page shows. They appear on the app's "Use via API" page. User errors reach
+the caller as `gr.Error` with the `QasrError` message.
+"""
+
+# No `from __future__ import annotations` here: `gr.api` reads the type hints at runtime to build each endpoint's
+# schema, and postponed (string) annotations would give it nothing to read.
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from gradio import FileData
+from gradio.utils import get_upload_folder
+
+from . import __version__
+from .errors import AudioError, QasrError, UploadTooLargeError
+from .fetch import fetch_audio
+from .gpu import on_gpu
+from .languages import ALIGNER_LANGUAGES, LANGUAGES, NAME_TO_CODE, normalize_language
+from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
+from .results import Transcript
+from .settings import Settings
+from .transcribe import ALIGNER_MAX_SECONDS, align, prepare_audio, transcribe
+from .ui import ServedFiles
+from .writers import write_transcript
+
+#: The subtitle files every transcript endpoint returns next to the JSON, in this order.
+SUBTITLE_FORMATS = ("srt", "vtt")
+
+_RETURNS = ("Returns (transcript, srt, vtt): the transcript as JSON (language, text, duration, words with start/end "
+            "seconds, segments, model, chunks, warnings), then the same as SRT and WebVTT subtitle files.")
+_OPTIONS = ("`model`: 0.6B or 1.7B (or a hub id such as Qwen/Qwen3-ASR-1.7B-hf). `language`: a name or code "
+            "(English, en, ...) or auto to detect it. `context`: optional text that biases the transcript (names, "
+            "terms). `timestamps`: word timestamps from the forced aligner (11 languages).")
+
+
+def check_upload_size(size: int, settings: Settings) -> None:
+    """Refuse an upload over the size limit (`size` in bytes, or as much as was read) before anything decodes it."""
+    if size > upload_limit_bytes(settings):
+        raise UploadTooLargeError(
+            f"The upload is over this server's limit of {settings.max_upload_mb:g} MB. Compress it (e.g. to mp3 or "
+            "opus) or send a shorter part.")
+
+
+def upload_limit_bytes(settings: Settings) -> int:
+    return int(settings.max_upload_mb * 1024 * 1024)
+
+
+def info(manager: ModelManager) -> dict[str, Any]:
+    """What this server offers and its limits, with the batching counters (model calls vs requests served)."""
+    settings = manager.settings
+    return {
+        "version": __version__,
+        "models": [{"name": name, "hub_id": hub_id} for name, hub_id in ASR_MODELS.items()],
+        "default_model": DEFAULT_MODEL,
+        "aligner_model": ALIGNER_MODEL,
+        "languages": [{"name": name, "code": NAME_TO_CODE[name]} for name in LANGUAGES],
+        "aligner_languages": list(ALIGNER_LANGUAGES),
+        "limits": {
+            "max_upload_mb": settings.max_upload_mb,
+            "max_audio_seconds": settings.max_audio_seconds,
+            "min_audio_seconds": settings.min_audio_seconds,
+            "max_align_seconds": ALIGNER_MAX_SECONDS,
+        },
+        "batching": {
+            "enabled": settings.batch_requests,
+            "concurrent_requests": settings.concurrency_limit,
+            "max_clips": settings.batch_size,
+            "wait_ms": settings.batch_wait_ms,
+            **manager.batch_stats(),
+        },
+    }
+
+
+def register_api(manager: ModelManager) -> None:
+    """Add the named endpoints to the Blocks being built; call inside `with demo:`. They share the queue's default
+    concurrency limit (`QASR_CONCURRENCY`), so that many requests run side by side and can be batched together."""
+    settings = manager.settings
+    served = ServedFiles(os.path.join(get_upload_folder(), "qasr-api"))
+
+    @on_gpu
+    def transcribe_audio(audio: np.ndarray, model: str, language: str | None, context: str | None,
+                         timestamps: bool) -> Transcript:
+        return transcribe(audio, manager=manager, model=model, language=language, context=context,
+                          timestamps=timestamps)
+
+    @on_gpu
+    def align_audio(audio: np.ndarray, text: str, language: str | None) -> Transcript:
+        return align(audio, text, manager=manager, language=language)
+
+    def transcribe_file(audio: FileData, model: str = DEFAULT_MODEL, language: str = "auto", context: str = "",
+                        timestamps: bool = False) -> tuple[dict, FileData, FileData]:
+        with _user_errors():
+            name, forced = asr_model_name(model), normalize_language(language)
+            samples = prepare_audio(_uploaded(audio, settings), settings)
+            result = transcribe_audio(samples, name, forced, (context or "").strip() or None, timestamps)
+            return _with_subtitles(result, served)
+
+    def transcribe_url(url: str, model: str = DEFAULT_MODEL, language: str = "auto", context: str = "",
+                       timestamps: bool = False) -> tuple[dict, FileData, FileData]:
+        with _user_errors():
+            name, forced = asr_model_name(model), normalize_language(language)
+            with fetch_audio(url or "", settings) as fetched:
+                samples = prepare_audio(fetched.audio, settings)
+            result = transcribe_audio(samples, name, forced, (context or "").strip() or None, timestamps)
+            return _with_subtitles(result, served)
+
+    def align_text(audio: FileData, text: str, language: str = "auto") -> tuple[dict, FileData, FileData]:
+        with _user_errors():
+            forced = normalize_language(language)
+            samples = prepare_audio(_uploaded(audio, settings), settings)
+            return _with_subtitles(align_audio(samples, text, forced), served)
+
+    def server_info() -> dict:
+        return info(manager)
+
+    gr.api(transcribe_file, api_name="transcribe", api_description=(
+        "Transcribe an audio or video file (wav, mp3, flac, ogg/opus, m4a, webm, mp4 ...). " + _OPTIONS + " "
+        + _RETURNS))
+    gr.api(transcribe_url, api_name="transcribe_url", api_description=(
+        "Transcribe the audio of a URL: a direct link to a media file or a page yt-dlp knows (YouTube ...). "
+        + _OPTIONS + " " + _RETURNS))
+    gr.api(align_text, api_name="align", api_description=(
+        f"Word timestamps for a transcript you already have (no speech recognition), on up to "
+        f"{ALIGNER_MAX_SECONDS:.0f} s of audio. `language`: one of {', '.join(ALIGNER_LANGUAGES)}, or auto. "
+        + _RETURNS))
+    gr.api(server_info, api_name="info", api_description=(
+        "The models, the 30 languages (name and code), the 11 aligner languages, this server's limits, the version, "
+        "and batching counters (model calls and the requests they served)."), queue=False)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """A `QasrError` becomes a `gr.Error` with its message: the caller sees that sentence, not a traceback."""
+    try:
+        yield
+    except QasrError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def _uploaded(audio: Any, settings: Settings) -> str:
+    """The path Gradio stored the upload at, size-checked, not yet decoded."""
+    if not isinstance(audio, dict) or not isinstance(audio.get("path"), str):
+        raise AudioError("No audio file received. Send the file itself, e.g. with gradio_client's handle_file(path).")
+    path = audio["path"]
+    if not os.path.isfile(path):
+        raise AudioError("The uploaded audio file is missing on the server; upload it again.")
+    check_upload_size(os.path.getsize(path), settings)
+    return path
+
+
+def _with_subtitles(result: Transcript, served: ServedFiles) -> tuple[dict, FileData, FileData]:
+    """The transcript as JSON and as subtitle files, in a fresh folder that Gradio serves."""
+    folder = served.new_folder()
+    files = [FileData(path=write_transcript(result, fmt, os.path.join(folder, f"transcript.{fmt}")))
+             for fmt in SUBTITLE_FORMATS]
+    return (result.to_dict(), *files)

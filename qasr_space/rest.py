@@ -1,0 +1,221 @@
+"""OpenAI-compatible speech to text on the Space's own server: `POST /v1/audio/transcriptions`.
+
+Existing OpenAI clients work by pointing their base URL at the server (`OpenAI(base_url=f"{url}/v1")`). The form
+takes OpenAI's fields: `file`, `model` (qwen3-asr-0.6b, qwen3-asr-1.7b or a hub id), `language` (ISO code),
+`prompt` (the context), `response_format` (json, text, srt, verbose_json, vtt) and `timestamp_granularities[]`
+(word, segment) for verbose_json. Timed formats (srt, vtt, verbose_json) get word timestamps from the forced
+aligner where it covers the language. Errors are OpenAI's error JSON with a 4xx status for the caller's mistakes.
+
+On ZeroGPU the route answers 503: GPU time there is granted to Gradio requests only.
+
+Limits are enforced before any model work: the body is counted while it streams in (413 once over
+`QASR_MAX_UPLOAD_MB`), and the audio's duration is checked from its metadata before decoding (413). When
+`QASR_API_TOKEN` is set, requests need `Authorization: Bearer <token>` (401 otherwise).
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from .api import check_upload_size, upload_limit_bytes
+from .errors import AudioError, LanguageError, ModelUnavailableError, QasrError
+from .gpu import ON_ZERO_GPU
+from .languages import normalize_language
+from .models import ModelManager, asr_model_name
+from .results import Transcript
+from .settings import Settings
+from .transcribe import transcribe
+from .writers import to_srt, to_txt, to_vtt
+
+log = logging.getLogger(__name__)
+ROUTE = "/v1/audio/transcriptions"
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+GRANULARITIES = ("word", "segment")
+#: Form fields other than the file: at most this many, each at most this long (a long prompt fits).
+_MAX_FIELDS = 16
+_MAX_FIELD_BYTES = 64 * 1024
+_TEXT_FORMATS = {"text": to_txt, "srt": to_srt, "vtt": to_vtt}
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.param, self.code = status, param, code
+
+    def response(self) -> JSONResponse:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        body = {"error": {"message": str(self), "type": kind, "param": self.param, "code": self.code}}
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+@dataclass
+class _Options:
+    model: str
+    language: str | None
+    context: str | None
+    response_format: str
+    granularities: tuple[str, ...]
+
+
+def openai_router(manager: ModelManager) -> APIRouter:
+    """The route, bound to the app's model manager; include it in the Gradio app (`app.include_router`). At most
+    `QASR_CONCURRENCY` requests run the pipeline at once, as on the Gradio queue; the others wait their turn."""
+    settings = manager.settings
+    router = APIRouter()
+    limiter = anyio.CapacityLimiter(max(1, settings.concurrency_limit))
+
+    @router.post(ROUTE, summary="Transcribe audio (OpenAI-compatible)")
+    async def create_transcription(request: Request) -> Response:
+        try:
+            if ON_ZERO_GPU:
+                raise OpenAIError(503, "This route is not available on a ZeroGPU Space, where GPU time is granted per "
+                                       "Gradio request; call the /transcribe endpoint with gradio_client instead.")
+            _check_token(request, settings)
+            form = await _read_form(request, settings)
+            try:
+                upload = _upload(form, settings)
+                options = _options(form)
+                data = await upload.read()
+            finally:
+                await form.close()
+            run = functools.partial(
+                transcribe, data, manager=manager, model=options.model, language=options.language,
+                context=options.context, timestamps=options.response_format in ("srt", "vtt", "verbose_json"))
+            return _render(await anyio.to_thread.run_sync(run, limiter=limiter), options)
+        except OpenAIError as exc:
+            return exc.response()
+        except QasrError as exc:
+            return OpenAIError(exc.status_code, str(exc), param=_param_of(exc)).response()
+        except Exception:
+            log.exception("transcription request failed")
+            return OpenAIError(500, "The server failed to transcribe this request; its log has the details.").response()
+
+    return router
+
+
+def _check_token(request: Request, settings: Settings) -> None:
+    if not settings.api_token:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_token.encode()):
+        raise OpenAIError(401, "Missing or wrong API key: send `Authorization: Bearer <token>` with this server's "
+                               "QASR_API_TOKEN.", code="invalid_api_key")
+
+
+async def _read_form(request: Request, settings: Settings) -> FormData:
+    """Parse the multipart body while counting it, so an oversized upload is refused as it streams in."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise OpenAIError(400, "Send a multipart/form-data request with the audio in a `file` field.", param="file")
+    limit = upload_limit_bytes(settings) + _MAX_FIELDS * _MAX_FIELD_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit():
+        check_upload_size(int(declared) - _MAX_FIELDS * _MAX_FIELD_BYTES, settings)
+    parser = MultiPartParser(request.headers, _counted(request.stream(), limit, settings), max_files=1,
+                             max_fields=_MAX_FIELDS, max_part_size=_MAX_FIELD_BYTES)
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise OpenAIError(400, f"Malformed multipart form: {exc}") from exc
+
+
+async def _counted(stream: AsyncIterator[bytes], limit: int, settings: Settings) -> AsyncIterator[bytes]:
+    total = 0
+    async for chunk in stream:
+        total += len(chunk)
+        if total > limit:
+            check_upload_size(total - _MAX_FIELDS * _MAX_FIELD_BYTES, settings)
+        yield chunk
+
+
+def _upload(form: FormData, settings: Settings) -> UploadFile:
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise OpenAIError(400, "No audio file: send it in the `file` field of the form.", param="file")
+    check_upload_size(upload.size or 0, settings)
+    return upload
+
+
+def _options(form: FormData) -> _Options:
+    """Validate every option before the audio is decoded, so a typo costs nothing."""
+    model = _text(form, "model")
+    try:
+        asr_model_name(model)
+    except ModelUnavailableError as exc:
+        raise OpenAIError(404, str(exc), param="model", code="model_not_found") from exc
+    language = _text(form, "language")
+    try:
+        normalize_language(language)
+    except LanguageError as exc:
+        raise OpenAIError(400, str(exc), param="language") from exc
+    response_format = (_text(form, "response_format") or "json").lower()
+    if response_format not in RESPONSE_FORMATS:
+        raise OpenAIError(400, f"Unknown response_format {response_format!r}: use one of "
+                               f"{', '.join(RESPONSE_FORMATS)}.", param="response_format")
+    granularities = tuple(str(g).strip().lower() for key in ("timestamp_granularities[]", "timestamp_granularities")
+                          for g in form.getlist(key)) or ("segment",)
+    unknown = [g for g in granularities if g not in GRANULARITIES]
+    if unknown:
+        raise OpenAIError(400, f"Unknown timestamp granularity {unknown[0]!r}: use word and/or segment.",
+                          param="timestamp_granularities")
+    return _Options(model, language, _text(form, "prompt"), response_format, granularities)
+
+
+def _text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise OpenAIError(400, f"`{name}` must be a text field, not a file.", param=name)
+    return value.strip() or None
+
+
+def _param_of(exc: QasrError) -> str | None:
+    """The form field a pipeline error is about, for OpenAI's `param`."""
+    if isinstance(exc, AudioError):
+        return "file"
+    if isinstance(exc, LanguageError):
+        return "language"
+    if isinstance(exc, ModelUnavailableError):
+        return "model"
+    return None
+
+
+def _render(transcript: Transcript, options: _Options) -> Response:
+    if options.response_format == "json":
+        return JSONResponse({"text": transcript.text})
+    if options.response_format == "verbose_json":
+        return JSONResponse(verbose_json(transcript, options.granularities))
+    return PlainTextResponse(_TEXT_FORMATS[options.response_format](transcript))
+
+
+def verbose_json(transcript: Transcript, granularities: tuple[str, ...] = ("segment",)) -> dict[str, Any]:
+    """OpenAI's `verbose_json`: task, language (lower-case name), duration, text, and words and/or segments.
+
+    Segment fields Whisper measures and Qwen3-ASR does not (tokens, temperature, avg_logprob, compression_ratio,
+    no_speech_prob) are neutral placeholders, present so clients that read them keep working.
+    """
+    body: dict[str, Any] = {"task": "transcribe", "language": (transcript.language or "").lower(),
+                            "duration": transcript.duration, "text": transcript.text}
+    if "word" in granularities:
+        body["words"] = [{"word": w.text.strip(), "start": w.start, "end": w.end} for w in transcript.words]
+    if "segment" in granularities:
+        body["segments"] = [
+            {"id": i, "seek": 0, "start": s.start, "end": s.end, "text": s.text, "tokens": [], "temperature": 0.0,
+             "avg_logprob": 0.0, "compression_ratio": 1.0, "no_speech_prob": 0.0}
+            for i, s in enumerate(transcript.segments)
+        ]
+    return body

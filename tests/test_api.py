@@ -1,0 +1,294 @@
+"""The public API on a real server: `python app.py` on 127.0.0.1 with the scripted checkpoints, called through
+`gradio_client` (the named endpoints) and the official `openai` package (the OpenAI-compatible REST route).
+
+One server serves the whole module, started with small limits (1 MB uploads, 20 s of audio), a bearer token for
+the REST route, private URLs allowed (a local HTTP server stands in for the web), and a batching window wide enough
+that concurrent clients meet even on a busy two-core machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from qasr_space import __version__, rest
+from qasr_space.languages import NAME_TO_CODE
+from qasr_space.results import Transcript
+from qasr_space.writers import to_srt, to_vtt
+from tests.browser import app_server
+from tests.checkpoints import SCRIPTED_SENTENCE
+from tests.media import tone, write_media
+
+TOKEN = "test-token"
+WORDS = SCRIPTED_SENTENCE.split()
+LIMITS = {"QASR_MAX_UPLOAD_MB": "1", "QASR_MAX_AUDIO_SECONDS": "20"}
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # the app hangs up on an oversized download
+        pass
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    """Clips for every case: good, corrupt, too long (25 s, 0.8 MB), too big (40 s, 1.3 MB)."""
+    folder = tmp_path_factory.mktemp("api-media")
+    write_media(folder / "clip.wav", tone(3.0), 16000, "wav")
+    write_media(folder / "long.wav", tone(25.0), 16000, "wav")
+    write_media(folder / "big.wav", tone(40.0), 16000, "wav")
+    (folder / "corrupt.wav").write_bytes(b"RIFF this is not audio at all " * 64)
+    for i in range(8):
+        write_media(folder / f"client{i}.wav", tone(1.0 + 0.25 * i, freq=150.0 + 20 * i), 16000, "wav")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def web(media) -> str:
+    """A local web server for `/transcribe_url`, serving the media folder."""
+    server = _QuietServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(media)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def url(model_dir) -> str:
+    env = {**LIMITS, "QASR_API_TOKEN": TOKEN, "QASR_ALLOW_PRIVATE_URLS": "1", "QASR_CONCURRENCY": "8",
+           "QASR_BATCH_SIZE": "8", "QASR_BATCH_WAIT_MS": "300"}
+    with app_server(model_dir, env=env) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url) -> Client:
+    return Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def oai(url) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}v1", api_key=TOKEN, max_retries=0)
+
+
+def batching(client: Client) -> dict:
+    return client.predict(api_name="/info")["batching"]
+
+
+def check_transcript_and_subtitles(result: tuple, language: str, duration: float) -> Transcript:
+    """The endpoint's (JSON, SRT, VTT) triple: the core's schema, and subtitle files made from that very transcript."""
+    data, srt_path, vtt_path = result
+    transcript = Transcript.from_dict(data)
+    assert transcript.to_dict() == data
+    assert transcript.text == SCRIPTED_SENTENCE and transcript.language == language
+    assert transcript.duration == pytest.approx(duration, abs=0.05)
+    assert Path(srt_path).read_text(encoding="utf-8") == to_srt(transcript)
+    assert Path(vtt_path).read_text(encoding="utf-8") == to_vtt(transcript)
+    return transcript
+
+
+def test_info_lists_models_languages_limits_and_version(client):
+    info = client.predict(api_name="/info")
+    assert info["version"] == __version__
+    assert [m["name"] for m in info["models"]] == ["0.6B", "1.7B"]
+    assert len(info["languages"]) == 30 and {"name": "English", "code": "en"} in info["languages"]
+    assert len(info["aligner_languages"]) == 11 and "German" in info["aligner_languages"]
+    assert info["limits"]["max_upload_mb"] == 1 and info["limits"]["max_audio_seconds"] == 20
+    assert info["batching"]["enabled"] and info["batching"]["max_clips"] == 8
+
+
+def test_every_endpoint_is_named_and_described_on_the_api_page(url):
+    endpoints = httpx.get(f"{url}gradio_api/info").json()["named_endpoints"]
+    assert {"/transcribe", "/transcribe_url", "/align", "/info"} <= set(endpoints)
+    assert all(len(e["description"]) > 40 for e in endpoints.values())
+    assert [p["parameter_name"] for p in endpoints["/transcribe"]["parameters"]] == [
+        "audio", "model", "language", "context", "timestamps"]
+
+
+def test_transcribe_with_word_timestamps(client, media):
+    result = client.predict(audio=handle_file(str(media / "clip.wav")), model="0.6B", language="fr",
+                            context="a test", timestamps=True, api_name="/transcribe")
+    transcript = check_transcript_and_subtitles(result, "French", 3.0)
+    assert [w.text.strip() for w in transcript.words] == WORDS
+    assert transcript.model == "Qwen/Qwen3-ASR-0.6B-hf"
+
+
+def test_transcribe_url(client, web):
+    result = client.predict(url=web + "clip.wav", model="Qwen/Qwen3-ASR-0.6B-hf", language="auto",
+                            api_name="/transcribe_url")
+    transcript = check_transcript_and_subtitles(result, "English", 3.0)
+    assert transcript.words == []
+
+
+def test_align_own_text(client, media):
+    result = client.predict(audio=handle_file(str(media / "clip.wav")), text="Guten Tag, liebe Welt!",
+                            language="de", api_name="/align")
+    data = result[0]
+    assert data["text"] == "Guten Tag, liebe Welt!" and data["language"] == "German"
+    assert [w["text"] for w in data["words"]] == ["Guten", " Tag,", " liebe", " Welt!"]
+    assert Path(result[1]).read_text(encoding="utf-8") == to_srt(Transcript.from_dict(data))
+
+
+def test_openai_client_gets_text_srt_and_verbose_json(oai, media):
+    with open(media / "clip.wav", "rb") as f:
+        assert oai.audio.transcriptions.create(file=f, model="qwen3-asr-0.6b").text == SCRIPTED_SENTENCE
+    with open(media / "clip.wav", "rb") as f:
+        text = oai.audio.transcriptions.create(file=f, model="qwen3-asr-0.6b", response_format="text")
+    assert text.strip() == SCRIPTED_SENTENCE
+    with open(media / "clip.wav", "rb") as f:
+        srt = oai.audio.transcriptions.create(file=f, model="qwen3-asr-0.6b", language="en", response_format="srt")
+    assert srt.startswith("1\n00:00:00,") and "Hello world" in srt and " --> " in srt
+    with open(media / "clip.wav", "rb") as f:
+        verbose = oai.audio.transcriptions.create(file=f, model="Qwen/Qwen3-ASR-0.6B-hf", language="de",
+                                                  prompt="names", response_format="verbose_json",
+                                                  timestamp_granularities=["word", "segment"])
+    assert verbose.text == SCRIPTED_SENTENCE and verbose.language == "german"
+    assert verbose.duration == pytest.approx(3.0, abs=0.05)
+    assert [w.word for w in verbose.words] == WORDS
+    assert all(0.0 <= w.start <= w.end <= verbose.duration for w in verbose.words)
+    assert " ".join(s.text for s in verbose.segments) == SCRIPTED_SENTENCE
+    assert [s.id for s in verbose.segments] == list(range(len(verbose.segments)))
+
+
+def test_openai_errors_are_openai_shaped_with_the_right_status(oai, url, media):
+    def error(**kwargs) -> openai.APIStatusError:
+        with pytest.raises(openai.APIStatusError) as caught:
+            oai.audio.transcriptions.create(**{"model": "qwen3-asr-0.6b", **kwargs})
+        return caught.value
+
+    corrupt = error(file=(media / "corrupt.wav").read_bytes())
+    assert corrupt.status_code == 400 and "could not be decoded" in corrupt.message
+    assert corrupt.body["type"] == "invalid_request_error" and corrupt.body["param"] == "file"
+    unknown_model = error(file=(media / "clip.wav").read_bytes(), model="whisper-1")
+    assert unknown_model.status_code == 404 and unknown_model.body["code"] == "model_not_found"
+    unknown_language = error(file=(media / "clip.wav").read_bytes(), language="xx")
+    assert unknown_language.status_code == 400 and unknown_language.body["param"] == "language"
+    too_long = error(file=(media / "long.wav").read_bytes())
+    assert too_long.status_code == 413 and "25.0 s" in too_long.message
+    too_big = error(file=(media / "big.wav").read_bytes())
+    assert too_big.status_code == 413 and "limit of 1 MB" in too_big.message
+    bad_format = error(file=(media / "clip.wav").read_bytes(), response_format="xml")
+    assert bad_format.status_code == 400 and bad_format.body["param"] == "response_format"
+
+    wrong_key = openai.OpenAI(base_url=f"{url}v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        wrong_key.audio.transcriptions.create(file=(media / "clip.wav").read_bytes(), model="qwen3-asr-0.6b")
+    assert caught.value.body["code"] == "invalid_api_key"
+
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    missing = httpx.post(f"{url}v1/audio/transcriptions", data={"model": "qwen3-asr-0.6b"}, files={"x": b"1"},
+                         headers=headers)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "file"
+
+
+def test_oversized_upload_is_refused_while_it_streams_in(url):
+    """No Content-Length (chunked): the server counts the body as it arrives and stops at the limit."""
+    def body():
+        yield b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        for _ in range(40):
+            yield bytes(64 * 1024)
+        yield b"\r\n--B--\r\n"
+
+    response = httpx.post(f"{url}v1/audio/transcriptions", content=body(),
+                          headers={"Authorization": f"Bearer {TOKEN}",
+                                   "Content-Type": "multipart/form-data; boundary=B"})
+    assert response.status_code == 413 and "limit of 1 MB" in response.json()["error"]["message"]
+
+
+def test_rest_route_answers_503_on_zero_gpu(manager, monkeypatch):
+    """ZeroGPU grants GPU time to Gradio requests only, so the plain FastAPI route says so instead of failing."""
+    monkeypatch.setattr(rest, "ON_ZERO_GPU", True)
+    app = FastAPI()
+    app.include_router(rest.openai_router(manager))
+    response = TestClient(app).post("/v1/audio/transcriptions", files={"file": ("a.wav", b"RIFF")})
+    assert response.status_code == 503 and "gradio_client" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("endpoint, kwargs, message", [
+    ("/transcribe", {"audio": None}, "No audio file"),
+    ("/transcribe", {"audio": "corrupt.wav"}, "could not be decoded"),
+    ("/transcribe", {"audio": "clip.wav", "model": "9B"}, "Unknown model"),
+    ("/transcribe", {"audio": "clip.wav", "language": "Klingon"}, "Unknown language"),
+    ("/transcribe", {"audio": "long.wav"}, "over the 20.0 s limit"),
+    ("/transcribe_url", {"url": ""}, "Only http:// and https:// URLs"),
+    ("/transcribe_url", {"url": "corrupt.wav"}, "could not be decoded"),
+    ("/transcribe_url", {"url": "clip.wav", "model": "9B"}, "Unknown model"),
+    ("/transcribe_url", {"url": "clip.wav", "language": "Klingon"}, "Unknown language"),
+    ("/transcribe_url", {"url": "long.wav"}, "over this server's 20.0 s limit"),
+    ("/transcribe_url", {"url": "big.wav"}, "too large"),
+    ("/align", {"audio": None, "text": "hello"}, "No audio file"),
+    ("/align", {"audio": "corrupt.wav", "text": "hello"}, "could not be decoded"),
+    ("/align", {"audio": "clip.wav", "text": "hello", "language": "Thai"}, "aligner has no timestamps for Thai"),
+    ("/align", {"audio": "clip.wav", "text": "   "}, "empty"),
+    ("/align", {"audio": "long.wav", "text": "hello"}, "over the 20.0 s limit"),
+])
+def test_bad_input_on_every_endpoint_gets_a_clear_error(client, media, web, endpoint, kwargs, message):
+    kwargs = dict(kwargs)
+    if kwargs.get("audio"):
+        kwargs["audio"] = handle_file(str(media / kwargs["audio"]))
+    if kwargs.get("url"):
+        kwargs["url"] = web + kwargs["url"]
+    with pytest.raises(AppError) as caught:
+        client.predict(**kwargs, api_name=endpoint)
+    assert message in str(caught.value) and "Traceback" not in str(caught.value)
+
+
+def test_oversized_upload_to_a_gradio_endpoint_is_refused(client, url, media):
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # gradio_client checks before sending
+        client.predict(audio=handle_file(str(media / "big.wav")), api_name="/transcribe")
+    upload = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.wav", (media / "big.wav").read_bytes())})
+    assert upload.status_code == 413  # and the server refuses it whoever sends it
+
+
+def test_eight_concurrent_clients_get_their_own_results_in_fewer_generate_calls(url, client, media):
+    """Four `gradio_client` and four OpenAI clients at once, each with its own language and clip length, so a
+    swapped result would show; the server's counter shows they shared `generate` calls."""
+    languages = ["English", "French", "German", "Spanish", "Italian", "Dutch", "Polish", "Czech"]
+    gradio_clients = [Client(url, verbose=False) for _ in range(4)]
+    openai_client = openai.OpenAI(base_url=f"{url}v1", api_key=TOKEN, max_retries=0)
+    before = batching(client)["asr"]
+    barrier = threading.Barrier(8)
+
+    def one(i: int) -> tuple[str, float]:
+        path = str(media / f"client{i}.wav")
+        barrier.wait()
+        if i < 4:
+            data = gradio_clients[i].predict(audio=handle_file(path), language=languages[i], context=f"client {i}",
+                                             api_name="/transcribe")[0]
+            return data["text"], data["language"], data["duration"]
+        with open(path, "rb") as f:
+            verbose = openai_client.audio.transcriptions.create(
+                file=f, model="qwen3-asr-0.6b", language=NAME_TO_CODE[languages[i]],
+                prompt=f"client {i}", response_format="verbose_json")
+        return verbose.text, verbose.language.title(), verbose.duration
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    for i, (text, language, duration) in enumerate(results):
+        assert (text, language) == (SCRIPTED_SENTENCE, languages[i])
+        assert duration == pytest.approx(1.0 + 0.25 * i, abs=0.02)
+    after = batching(client)["asr"]
+    assert after["requests"] - before["requests"] == 8
+    assert after["model_calls"] - before["model_calls"] < 8
+
+
+def test_server_keeps_serving_after_all_that(client, oai, media):
+    result = client.predict(audio=handle_file(str(media / "clip.wav")), language="en", api_name="/transcribe")
+    check_transcript_and_subtitles(result, "English", 3.0)
+    with open(media / "clip.wav", "rb") as f:
+        assert oai.audio.transcriptions.create(file=f, model="qwen3-asr-0.6b").text == SCRIPTED_SENTENCE

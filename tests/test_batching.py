@@ -1,0 +1,173 @@
+"""Batching across requests: the `MicroBatcher` on its own, then `run_asr` / `run_aligner` on the real (scripted and
+tiny) checkpoints, with concurrent callers in threads."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from qasr_space.batching import MicroBatcher
+from qasr_space.inference import run_aligner, run_asr
+from qasr_space.models import ModelManager
+from qasr_space.settings import Settings
+from tests.checkpoints import SCRIPTED_SENTENCE
+from tests.media import tone
+
+#: Long enough that concurrent callers always arrive inside it; a full batch ends the wait at once.
+GATHER_SECONDS = 5.0
+
+
+def concurrently(calls: list) -> list:
+    """Start every call at the same moment, each in its own thread; results (or raised exceptions) in order."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        barrier.wait()
+        try:
+            return call()
+        except Exception as exc:  # the test inspects it
+            return exc
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def recorder(fail_on=None):
+    """A run function that records each batch it gets and doubles every payload (or fails on `fail_on`)."""
+    batches: list[list] = []
+
+    def run(payloads: list) -> list:
+        batches.append(list(payloads))
+        if fail_on in payloads:
+            raise ValueError(f"bad payload {fail_on}")
+        return [p * 2 for p in payloads]
+
+    return run, batches
+
+
+def test_concurrent_calls_share_one_run_and_each_gets_its_own_result():
+    batcher = MicroBatcher(max_size=4, wait_seconds=GATHER_SECONDS)
+    run, batches = recorder()
+    results = concurrently([lambda i=i: batcher.submit(run, i) for i in range(4)])
+    assert results == [0, 2, 4, 6]
+    assert len(batches) == 1 and sorted(batches[0]) == [0, 1, 2, 3]
+    assert batcher.counter.snapshot() == {"model_calls": 1, "requests": 4, "clips": 4}
+
+
+def test_batches_are_capped_in_clips_and_a_call_bigger_than_the_cap_runs_alone():
+    batcher = MicroBatcher(max_size=4, wait_seconds=0.3)
+    run, batches = recorder()
+    results = concurrently([lambda i=i: batcher.submit(run, i, size=2) for i in range(3)]
+                           + [lambda: batcher.submit(run, 10, size=9)])
+    assert results == [0, 2, 4, 20]
+    assert sorted(len(b) for b in batches) == [1, 1, 2]
+    assert [10] in batches
+
+
+def test_different_keys_and_run_functions_never_share_a_run():
+    batcher = MicroBatcher(max_size=8, wait_seconds=0.3)
+    run_a, batches_a = recorder()
+    run_b, batches_b = recorder()
+    results = concurrently([lambda i=i: batcher.submit(run_a, i, key=("beams", i % 2)) for i in range(4)]
+                           + [lambda: batcher.submit(run_b, 7)])
+    assert results == [0, 2, 4, 6, 14]
+    assert sorted(sorted(b) for b in batches_a) == [[0, 2], [1, 3]]
+    assert batches_b == [[7]]
+
+
+def test_a_bad_request_fails_alone_and_the_others_still_get_their_results():
+    batcher = MicroBatcher(max_size=4, wait_seconds=GATHER_SECONDS)
+    run, batches = recorder(fail_on=2)
+    results = concurrently([lambda i=i: batcher.submit(run, i) for i in range(4)])
+    assert results[:2] == [0, 2] and results[3] == 6
+    assert isinstance(results[2], ValueError) and "bad payload 2" in str(results[2])
+    assert len(batches[0]) == 4 and sorted(batches[1:]) == [[0], [1], [2], [3]]  # merged, then each alone
+    assert batcher.counter.snapshot() == {"model_calls": 5, "requests": 4, "clips": 4}
+
+
+def test_disabled_batcher_runs_every_call_alone():
+    batcher = MicroBatcher(max_size=4, wait_seconds=GATHER_SECONDS, enabled=False)
+    run, batches = recorder()
+    assert concurrently([lambda i=i: batcher.submit(run, i) for i in range(3)]) == [0, 2, 4]
+    assert sorted(batches) == [[0], [1], [2]]
+
+
+def test_zero_gpu_switches_cross_request_batching_off(monkeypatch):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert not Settings.from_env().batch_requests
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    assert Settings.from_env().batch_requests
+
+
+@pytest.fixture(scope="module")
+def gathering_manager(model_dir) -> ModelManager:
+    """Batches of up to 4 clips, gathered for long enough that 4 concurrent callers always meet (a full batch ends
+    the wait at once). Results "alone" come from the session `manager`: the same checkpoints, loaded separately."""
+    return ModelManager(Settings(model_dir=model_dir, batch_size=4, batch_wait_ms=GATHER_SECONDS * 1000))
+
+
+def asr_calls(manager: ModelManager) -> int:
+    return manager.batch_stats()["asr"]["model_calls"]
+
+
+def test_run_asr_merges_concurrent_requests_and_keeps_each_ones_options(gathering_manager, manager):
+    requests = [([tone(1.0)], ["French"], ["names: Ada"], None),
+                ([tone(2.5, freq=220.0)], ["German"], [None], None),
+                ([tone(1.5, freq=300.0)], ["English"], ["terms"], 3),
+                ([tone(2.0, freq=260.0)], [None], [None], None)]
+    before = asr_calls(gathering_manager)
+    loaded = gathering_manager.asr("0.6B")
+    outputs = concurrently([lambda r=r: run_asr(loaded, *r) for r in requests])
+    assert asr_calls(gathering_manager) - before == 1
+    assert [o[0].text for o in outputs] == [SCRIPTED_SENTENCE, SCRIPTED_SENTENCE, "Hello world, this",
+                                            SCRIPTED_SENTENCE]
+    assert [o[0].truncated for o in outputs] == [False, False, True, False]
+    assert outputs[3][0].language == "English"
+    assert outputs == [run_asr(manager.asr("0.6B"), *r) for r in requests]
+
+
+def test_random_weights_decode_the_same_batched_as_alone(gathering_manager, manager):
+    """Random weights make every feature count: merging with other requests must not change a result."""
+    loaded = gathering_manager.asr("1.7B")
+    clips = [tone(1.0 + 0.7 * i, freq=180.0 + 50 * i) for i in range(4)]
+    outputs = concurrently([lambda c=c: run_asr(loaded, [c], [None], [None], 8) for c in clips])
+    assert outputs == [run_asr(manager.asr("1.7B"), [c], [None], [None], 8) for c in clips]
+
+
+def test_a_bad_request_in_a_merged_batch_fails_alone(gathering_manager):
+    loaded = gathering_manager.asr("0.6B")
+    languages = ["English", "Klingon", "French", "German"]
+    before = asr_calls(gathering_manager)
+    outputs = concurrently([lambda lang=lang: run_asr(loaded, [tone(1.0)], [lang], [None]) for lang in languages])
+    assert isinstance(outputs[1], ValueError) and "Klingon" in str(outputs[1])
+    assert [outputs[i][0].text for i in (0, 2, 3)] == [SCRIPTED_SENTENCE] * 3
+    assert [outputs[i][0].language for i in (0, 2, 3)] == [None] * 3  # forced: the model tags nothing
+    assert asr_calls(gathering_manager) - before == 1 + len(languages)
+
+
+def test_run_aligner_merges_concurrent_requests(gathering_manager, manager):
+    requests = [(tone(2.0), "one two three"), (tone(3.0, freq=240.0), "Ein kleiner Test"),
+                (tone(4.0, freq=280.0), SCRIPTED_SENTENCE), (tone(2.5, freq=320.0), "short one")]
+    before = gathering_manager.batch_stats()["aligner"]["model_calls"]
+    loaded = gathering_manager.aligner()
+    outputs = concurrently([lambda c=c, t=t: run_aligner(loaded, [c], [t], ["English"]) for c, t in requests])
+    assert gathering_manager.batch_stats()["aligner"]["model_calls"] - before == 1
+    assert [[w["text"] for w in o[0]] for o in outputs] == [t.replace(",", "").replace(".", "").split()
+                                                           for _, t in requests]
+    assert outputs == [run_aligner(manager.aligner(), [c], [t], ["English"]) for c, t in requests]
+
+
+def test_different_generate_options_and_models_are_not_mixed(model_dir, manager):
+    """Given time to meet (a half-second window, batches of 8), calls still split by model and options."""
+    separate = ModelManager(Settings(model_dir=model_dir, batch_size=8, batch_wait_ms=500))
+    small, large = separate.asr("0.6B"), separate.asr("1.7B")
+    outputs = concurrently([
+        lambda: run_asr(small, [tone(1.0)], ["English"], [None]),
+        lambda: run_asr(small, [tone(1.2)], ["English"], [None], repetition_penalty=1.0),
+        lambda: run_asr(large, [tone(1.4)], [None], [None], 8),
+    ])
+    assert separate.batch_stats()["asr"] == {"model_calls": 3, "requests": 3, "clips": 3}
+    assert outputs[0][0].text == outputs[1][0].text == SCRIPTED_SENTENCE
+    assert outputs[2] == run_asr(manager.asr("1.7B"), [tone(1.4)], [None], [None], 8)
