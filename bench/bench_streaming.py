@@ -2,17 +2,17 @@
 
 Run from the repository root, with a real-size checkpoint (random weights do the same work as trained ones):
 
-    QASR_MODEL_DIR=bench/.cache python bench/bench_streaming.py [--points 1 5 10] [--updates 12] [--naive 1 5]
+    QASR_MODEL_DIR=bench/.cache python bench/bench_streaming.py [--points 1 5 10] [--updates 10] [--naive 1 5]
 
-One `LiveSession` is fed synthetic speech as the browser sends it (48 kHz int16 chunks of `--chunk` seconds). To
-reach 10 minutes without streaming for 10 minutes, the session runs between measurement points with updates every
-`--advance-every` seconds of audio, generating `--advance-tokens` tokens per clip: the same `update`, whose commits
-cut, encode and decode every piece as in a live session, only less often and with shorter texts (the texts of random
-weights mean nothing; the session state they leave, the recording and the window, is the design's own). At each
-point it switches to an update per chunk (one untimed, to catch up) and times `--updates` of them (feed + update, as
-the UI handler does), each model call generating exactly `--max-new-tokens` tokens, so the figures compare audio
-lengths, not how much a random model babbles. For contrast, `--naive` times re-decoding all audio heard so far
-(what stalls long sessions).
+For each point a `LiveSession` is fed synthetic speech as the browser sends it (48 kHz int16 chunks of `--chunk`
+seconds). To reach 10 minutes without streaming for 10 minutes, it runs with updates every `--advance-every` seconds
+of audio, generating `--advance-tokens` tokens per clip: the same `update`, whose commits cut, encode and decode every
+piece as in a live session, only less often and with shorter texts (the texts of random weights mean nothing; the
+state they leave, the recording and the window, is the design's own). Then one update at the chunk cadence catches
+up, and `--updates` updates per session are timed (feed + update, as the UI handler does), round robin over the
+sessions so that other jobs on a shared machine slow every point alike. Each timed model call generates exactly
+`--max-new-tokens` tokens, so the figures compare audio lengths, not how much a random model babbles. For contrast,
+`--naive` times re-decoding all audio heard so far (what stalls long sessions).
 """
 
 from __future__ import annotations
@@ -59,20 +59,42 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
+class Stream:
+    """One live session fed the benchmark's chunks in order, as one browser would send them."""
+
+    def __init__(self, chunks: list[tuple[int, np.ndarray]], manager: ModelManager, window: float) -> None:
+        self.session, self.chunks, self.manager, self.window, self.position = LiveSession(), chunks, manager, window, 0
+
+    def step(self, every: float, tokens: int) -> tuple[float, float]:
+        """Wall and CPU seconds of one handler call (feed + update); CPU time suffers less from other jobs."""
+        begin, cpu = time.perf_counter(), time.process_time()
+        self.session.feed(self.chunks[self.position])
+        update(self.session, self.manager, window_seconds=self.window, decode_every_seconds=every,
+               max_new_tokens=tokens)
+        self.position += 1
+        return time.perf_counter() - begin, time.process_time() - cpu
+
+    def advance(self, seconds: float, every: float, tokens: int) -> None:
+        """Run the session to `seconds` of audio at a coarse cadence, then one update at the chunk cadence that
+        catches up the backlog the coarse cadence leaves."""
+        while (self.position + 1) * len(self.chunks[0][1]) / MIC_RATE < seconds:
+            self.step(every, tokens)
+        self.step(0.0, tokens)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=float, nargs="+", default=[1, 5, 10], help="minutes of session time")
-    parser.add_argument("--updates", type=int, default=12, help="updates timed at each point")
+    parser.add_argument("--updates", type=int, default=10, help="updates timed at each point")
     parser.add_argument("--chunk", type=float, default=1.0, help="seconds of new audio per chunk and update")
-    parser.add_argument("--advance-every", type=float, default=30.0, help="update cadence between points (s)")
-    parser.add_argument("--advance-tokens", type=int, default=1, help="tokens per clip between points")
+    parser.add_argument("--advance-every", type=float, default=30.0, help="update cadence before the points (s)")
+    parser.add_argument("--advance-tokens", type=int, default=1, help="tokens per clip before the points")
     parser.add_argument("--window", type=float, default=WINDOW_SECONDS)
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--naive", type=float, nargs="*", default=[1, 5], help="minutes to time the naive re-decode")
     args = parser.parse_args()
 
-    settings = Settings.from_env()
-    manager = ModelManager(settings)
+    manager = ModelManager(Settings.from_env())
     started = time.perf_counter()
     loaded = manager.asr("0.6B")
     print(f"model: {manager.resolve(loaded.name)} ({loaded.dtype}, {loaded.device}), loaded in "
@@ -81,49 +103,40 @@ def main() -> None:
     # Every generate runs exactly max_new_tokens steps, as a trained model's EOS would otherwise vary it.
     loaded.model.generation_config.eos_token_id = None
 
-    end_minutes = max(args.points) + args.updates * args.chunk / 60
-    pcm = synthetic_speech(end_minutes * 60 + 1)
+    pcm = synthetic_speech(max(args.points) * 60 + args.updates * args.chunk + 1)
     step = int(args.chunk * MIC_RATE)
     chunks = [(MIC_RATE, pcm[i:i + step]) for i in range(0, len(pcm), step)]
-    session = LiveSession()
-    position = 0
+    Stream(chunks, manager, args.window).step(args.chunk, args.max_new_tokens)  # warm-up
+    streams = {}
+    for minutes in args.points:
+        begin = time.perf_counter()
+        streams[minutes] = Stream(chunks, manager, args.window)
+        streams[minutes].advance(minutes * 60, args.advance_every, args.advance_tokens)
+        print(f"session at {minutes:g} min: reached in {time.perf_counter() - begin:.0f} s with "
+              f"{streams[minutes].session.model_calls} model calls; load {load():.2f}", flush=True)
 
-    def feed_and_update(every: float, tokens: int) -> tuple[float, float]:
-        """Wall and CPU seconds of one handler call; CPU time is less disturbed by other jobs on the machine."""
-        nonlocal position
-        begin, cpu = time.perf_counter(), time.process_time()
-        session.feed(chunks[position])
-        update(session, manager, window_seconds=args.window, decode_every_seconds=every, max_new_tokens=tokens)
-        position += 1
-        return time.perf_counter() - begin, time.process_time() - cpu
+    # Round robin, so load from other jobs on the machine falls on every point alike.
+    timings: dict[float, list[tuple[float, float, float, bool]]] = {minutes: [] for minutes in args.points}
+    for _ in range(args.updates):
+        for minutes, stream in streams.items():
+            window_start = stream.session.window_start
+            wall, cpu = stream.step(args.chunk, args.max_new_tokens)
+            committed = stream.session.window_start != window_start
+            timings[minutes].append((wall, cpu, stream.session.last_decoded_seconds, committed))
+    print(f"load after timing {load():.2f}")
 
-    feed_and_update(args.chunk, args.max_new_tokens)  # warm-up
-    rows = []
-    for minutes in sorted(args.points):
-        begin, calls = time.perf_counter(), session.model_calls
-        while (position + 1) * args.chunk < minutes * 60:
-            feed_and_update(args.advance_every, args.advance_tokens)
-        feed_and_update(args.chunk, args.advance_tokens)  # catch up the backlog a coarse cadence leaves
-        advanced, calls = time.perf_counter() - begin, session.model_calls - calls
-        latencies, cpu_times, windows, commits = [], [], [], 0
-        for _ in range(args.updates):
-            window_start = session.window_start
-            wall, cpu = feed_and_update(args.chunk, args.max_new_tokens)
-            latencies.append(wall)
-            cpu_times.append(cpu)
-            windows.append(session.last_decoded_seconds)
-            commits += session.window_start != window_start
-        rows.append((minutes, statistics.median(latencies), statistics.median(cpu_times)))
-        print(f"{minutes:g} min: per-update latency median {statistics.median(latencies):.2f} s, p90 "
-              f"{np.percentile(latencies, 90):.2f} s, max {max(latencies):.2f} s over {args.updates} updates "
-              f"({commits} committing); CPU time median {statistics.median(cpu_times):.2f} s", flush=True)
-        print(f"  audio sent to the model per update: median {statistics.median(windows):.1f} s, max "
-              f"{max(windows):.1f} s; session {session.seconds:.0f} s, {session.window_start / SAMPLE_RATE:.0f} s "
-              f"committed; load {load():.2f}; reached in {advanced:.0f} s with {calls} model calls", flush=True)
-
-    for minutes, wall, cpu in rows[1:]:
-        print(f"ratio {minutes:g} min / {rows[0][0]:g} min: latency {wall / rows[0][1]:.2f}, CPU time "
-              f"{cpu / rows[0][2]:.2f}")
+    medians = {}
+    for minutes, rows in timings.items():
+        walls, cpus, audio_seconds, commits = (list(column) for column in zip(*rows))
+        medians[minutes] = statistics.median(walls), statistics.median(cpus)
+        print(f"{minutes:g} min: per-update latency median {medians[minutes][0]:.2f} s, p90 "
+              f"{np.percentile(walls, 90):.2f} s, max {max(walls):.2f} s over {len(rows)} updates "
+              f"({sum(commits)} committing); CPU time median {medians[minutes][1]:.2f} s; audio sent to the model "
+              f"median {statistics.median(audio_seconds):.1f} s, max {max(audio_seconds):.1f} s")
+    first = args.points[0]
+    for minutes in args.points[1:]:
+        print(f"ratio {minutes:g} min / {first:g} min: latency {medians[minutes][0] / medians[first][0]:.2f}, "
+              f"CPU time {medians[minutes][1] / medians[first][1]:.2f}")
 
     audio = load_audio((MIC_RATE, pcm))
     for minutes in args.naive:
