@@ -164,7 +164,7 @@ def _decode_stream(
     """
     limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE) + 1
     expected = min(declared_seconds or 60.0, max_seconds or _MAX_PREALLOCATED_SECONDS)  # a header may lie
-    out = _GrowingBuffer(int(expected * SAMPLE_RATE) + SAMPLE_RATE)
+    out = SampleBuffer(int(expected * SAMPLE_RATE) + SAMPLE_RATE)
     resampler: soxr.ResampleStream | None = None
     stream_rate = 0
     for block, rate in _native_blocks(_frames(container, stream)):
@@ -276,8 +276,9 @@ def _peak(audio: np.ndarray) -> float:
     return max(float(audio.max()), -float(audio.min()))
 
 
-class _GrowingBuffer:
-    """An append-only float32 array that doubles when full, so long decodes avoid piles of small arrays."""
+class SampleBuffer:
+    """An append-only float32 array that doubles when full, so a long decode or a live recording costs amortised
+    O(1) per sample instead of piles of small arrays or a copy of everything per append."""
 
     def __init__(self, capacity: int) -> None:
         self._data = np.empty(max(capacity, 1), dtype=np.float32)
@@ -294,6 +295,12 @@ class _GrowingBuffer:
             self._data = grown
         self._data[self._len : end] = samples
         self._len = end
+
+    def view(self, start: int = 0, end: int | None = None) -> np.ndarray:
+        """Samples `start:end` as a read-only view; later appends never change what it shows."""
+        view = self._data[start:self._len if end is None else min(end, self._len)]
+        view.flags.writeable = False
+        return view
 
     def result(self) -> np.ndarray:
         """The samples, with the unused capacity given back (an in-place shrink, not a copy)."""

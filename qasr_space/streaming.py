@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, is_silent, load_audio, split_at_quiet_points
+from .audio import SAMPLE_RATE, SampleBuffer, is_silent, load_audio, split_at_quiet_points
 from .errors import AudioError, AudioTooLongError
 from .inference import run_asr
 from .languages import detected_language, normalize_language
@@ -71,27 +71,20 @@ class LiveSession:
     last_decoded_seconds: float = 0.0
     longest_clip_seconds: float = 0.0
     finished: bool = False
-    _samples: np.ndarray = field(default_factory=lambda: np.empty(int(_INITIAL_SECONDS * SAMPLE_RATE), np.float32),
-                                 init=False, repr=False)
-    _length: int = field(default=0, init=False, repr=False)
+    _buffer: SampleBuffer = field(default_factory=lambda: SampleBuffer(int(_INITIAL_SECONDS * SAMPLE_RATE)),
+                                  init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def seconds(self) -> float:
         """How much audio has been recorded."""
-        return self._length / SAMPLE_RATE
+        return len(self._buffer) / SAMPLE_RATE
 
     @property
     def audio(self) -> np.ndarray:
         """The recording so far, 16 kHz mono float32, as a read-only view that later chunks never change."""
         with self._lock:
-            return self._recording()
-
-    def _recording(self) -> np.ndarray:
-        """`audio` for callers already holding the lock."""
-        view = self._samples[:self._length]
-        view.flags.writeable = False
-        return view
+            return self._buffer.view()
 
     def live_text(self) -> LiveText:
         """The transcript as the latest update left it."""
@@ -106,23 +99,13 @@ class LiveSession:
             return
         samples = load_audio(chunk)
         with self._lock:
-            room = int(self.max_seconds * SAMPLE_RATE) - self._length
-            self._append(samples[:max(room, 0)])
+            room = int(self.max_seconds * SAMPLE_RATE) - len(self._buffer)
+            self._buffer.append(samples[:max(room, 0)])
         if len(samples) > room:
             limit = f"{self.max_seconds / 60:.0f} min" if self.max_seconds >= 60 else f"{self.max_seconds:.0f} s"
             raise AudioTooLongError(
                 f"The live recording reached the {limit} limit; stop it to get the transcript of what was recorded, "
                 "or start a new recording.")
-
-    def _append(self, samples: np.ndarray) -> None:
-        """Amortised O(1) per sample: the buffer doubles when full instead of being copied on every chunk."""
-        end = self._length + len(samples)
-        if end > len(self._samples):
-            grown = np.empty(max(end, 2 * len(self._samples)), dtype=np.float32)
-            grown[:self._length] = self._samples[:self._length]
-            self._samples = grown
-        self._samples[self._length:end] = samples
-        self._length = end
 
 
 def update(
@@ -145,10 +128,10 @@ def update(
     if window_seconds <= MIN_TAIL_SECONDS:
         raise ValueError(f"window_seconds must exceed {MIN_TAIL_SECONDS} s, got {window_seconds}")
     with session._lock:
-        end = session._length
+        end = len(session._buffer)
         if end - session.decoded_until < decode_every_seconds * SAMPLE_RATE:
             return session.live_text()
-        window = session._samples[session.window_start:end]
+        window = session._buffer.view(session.window_start, end)
         pieces = _window_pieces(window, window_seconds)
         clips = [window[start:stop] for start, stop in pieces]
         texts, languages = _decode(session, manager, model, clips, forced, context, max_new_tokens)
@@ -223,9 +206,9 @@ def finish(
     `AudioError` when nothing was recorded and `NoSpeechError` when the recording holds no speech.
     """
     with session._lock:
-        if session._length == 0:
+        if len(session._buffer) == 0:
             raise AudioError("Nothing was recorded. Allow the browser to use the microphone, then record again.")
-        transcript = transcribe(session._recording(), manager=manager, model=model, language=language, context=context,
+        transcript = transcribe(session._buffer.view(), manager=manager, model=model, language=language, context=context,
                                 timestamps=timestamps, progress=progress, max_new_tokens=max_new_tokens)
         session.finished = True
         return transcript
