@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 fi
 python -m pip install -q torch==2.13.0
 python -m pip install -q -r requirements.txt -r requirements-dev.txt
