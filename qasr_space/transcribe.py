@@ -173,10 +173,14 @@ def transcribe(
     results = iter_transcribe(audio, manager=manager, model=name, language=forced, context=context,
                               timestamps=timestamps, progress=progress, max_new_tokens=max_new_tokens,
                               **generate_kwargs)
-    transcript = collect(results, duration=len(audio) / SAMPLE_RATE, model_name=ASR_MODELS[name],
-                         forced=forced)
-    if not transcript.text.strip():
-        raise NoSpeechError("No speech found in the audio. Check the recording, or force the language if it is "
+    return require_speech(collect(results, duration=len(audio) / SAMPLE_RATE, model_name=ASR_MODELS[name],
+                                  forced=forced))
+
+
+def require_speech(transcript: Transcript | None) -> Transcript:
+    """A finished transcription with no text is "no speech", not an empty success."""
+    if transcript is None or not transcript.text.strip():
+        raise NoSpeechError("No speech found in the audio. Check the recording, or choose its language if it is "
                             "speech the model did not recognise.")
     return transcript
 

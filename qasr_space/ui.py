@@ -25,7 +25,7 @@ import soundfile as sf
 from gradio.utils import get_upload_folder
 
 from .audio import SAMPLE_RATE
-from .errors import AudioError, NoSpeechError, QasrError
+from .errors import AudioError, QasrError
 from .fetch import fetch_audio
 from .gpu import on_gpu
 from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke
@@ -33,7 +33,7 @@ from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize
 from .models import ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
 from .results import Transcript
 from .streaming import LiveSession, LiveText, finish, update
-from .transcribe import ChunkResult, align, collect, iter_transcribe, prepare_audio
+from .transcribe import ChunkResult, align, collect, iter_transcribe, prepare_audio, require_speech
 from .writers import FORMATS, write_transcript
 
 AUTO = "Auto"
@@ -119,9 +119,20 @@ def _playable(path: str, audio: np.ndarray, folder: str, *, copy: bool) -> str:
     decoded samples when browsers cannot play its format (a .mkv, say)."""
     if Path(path).suffix.lower() in PLAYABLE_SUFFIXES:
         return shutil.copy(path, folder) if copy else path
-    out = os.path.join(folder, "audio.wav")
+    return _write_wav(audio, folder, "audio.wav")
+
+
+def _write_wav(audio: np.ndarray, folder: str, name: str) -> str:
+    """16 kHz 16-bit WAV of decoded samples, which every browser plays."""
+    out = os.path.join(folder, name)
     sf.write(out, audio, SAMPLE_RATE, subtype="PCM_16")
     return out
+
+
+def _downloads(transcript: Transcript, folder: str, name: str) -> list[str]:
+    """The transcript in every download format, as files in `folder`."""
+    return [write_transcript(transcript, fmt, os.path.join(folder, name + suffix))
+            for fmt, (_, suffix, _) in FORMATS.items()]
 
 
 #: What every update sets: language, transcript text, karaoke HTML, download files (None until the end).
@@ -172,11 +183,8 @@ class SpaceUI:
             progress(0.0, desc="Transcribing the recording")
             transcript = finish(session, self.manager, model=model, language=None if language == AUTO else language,
                                 context=(context or "").strip() or None, timestamps=bool(timestamps))
-            media = os.path.join(folder, "recording.wav")
-            sf.write(media, session.audio, SAMPLE_RATE, subtype="PCM_16")
-            item = _Input(session.audio, media, "recording")
-            files = [write_transcript(transcript, fmt, os.path.join(folder, item.name + suffix))
-                     for fmt, (_, suffix, _) in FORMATS.items()]
+            item = _Input(session.audio, _write_wav(session.audio, folder, "recording.wav"), "recording")
+            files = _downloads(transcript, folder, item.name)
         except QasrError as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise gr.Error(str(exc)) from None
@@ -214,8 +222,7 @@ class SpaceUI:
             else:
                 yield self._outputs(empty, item, status="Transcribing…")
                 transcript = yield from self._transcribe(item, model, forced, context, timestamps, progress)
-            files = [write_transcript(transcript, fmt, os.path.join(folder, item.name + suffix))
-                     for fmt, (_, suffix, _) in FORMATS.items()]
+            files = _downloads(transcript, folder, item.name)
         except Exception:  # a failed request leaves no folder behind
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -237,10 +244,7 @@ class SpaceUI:
             progress(min(1.0, result.chunk.end / duration),
                      desc=f"Transcribed {clock(result.chunk.end)} of {clock(duration)}")
             yield self._outputs(transcript, item, status="Transcribing…")
-        if transcript is None or not transcript.text.strip():
-            raise NoSpeechError("No speech found in the audio. Check the recording, or choose its language if it is "
-                                "speech the model did not recognise.")
-        return transcript
+        return require_speech(transcript)
 
     def _read_input(self, source: str, file_path: str | None, recording_path: str | None, url: str | None,
                     folder: str) -> _Input:
