@@ -37,8 +37,14 @@ class LanguageError(QasrError):
     """A language name or code the models do not know."""
 
 
+class UnknownModelError(QasrError):
+    """A model name that is not in the registry."""
+
+    status_code = 404
+
+
 class ModelUnavailableError(QasrError):
-    """A model cannot be loaded: offline, a missing local folder, or an unknown name."""
+    """A known model cannot be loaded: offline, or a missing local folder."""
 
     status_code = 503
 

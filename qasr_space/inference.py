@@ -7,12 +7,15 @@ concurrent calls on one model are merged into one forward pass by the model's `M
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from transformers import ProcessorMixin
 from transformers.utils.import_utils import is_nagisa_available, is_soynlp_available
 
 from .audio import SAMPLE_RATE
@@ -23,6 +26,10 @@ TOKENS_PER_SECOND = 12.0
 MIN_NEW_TOKENS_BUDGET = 32
 
 _WORD_SPLITTER_AVAILABLE = {"Japanese": is_nagisa_available, "Korean": is_soynlp_available}
+
+#: transformers 5.23+ can keep chat control tokens in user text as plain text; 5.20.2, the last release for Python
+#: 3.10, cannot, and there the context loses them instead (`_without_control_tokens`).
+_PROCESSOR_SANITIZES = "sanitize_control_tokens" in inspect.signature(ProcessorMixin.apply_chat_template).parameters
 
 
 @dataclass
@@ -50,10 +57,27 @@ def _to_model(inputs, loaded: LoadedModel):
 def asr_inputs(processor, clips: list[np.ndarray], languages: list[str | None], contexts: list[str | None]):
     """The processor's own prompt: context in the system turn with chat control tokens kept as plain text, so user
     text cannot close the turn; a forced language prefilled as `language <Name><asr_text>`."""
+    if _PROCESSOR_SANITIZES:
+        return processor.apply_transcription_request(
+            audio=list(clips), language=list(languages), prompt=[c or None for c in contexts],
+            sanitize_control_tokens=True,
+        )
     return processor.apply_transcription_request(
-        audio=list(clips), language=list(languages), prompt=[c or None for c in contexts],
-        sanitize_control_tokens=True,
+        audio=list(clips), language=list(languages),
+        prompt=[(_without_control_tokens(processor.tokenizer, c) if c else "") or None for c in contexts],
     )
+
+
+def _without_control_tokens(tokenizer, text: str) -> str:
+    """`text` with every added token of the tokenizer (`<|im_end|>`, `<|audio_pad|>`, ...) removed, repeatedly, so
+    removing one cannot join the pieces of another."""
+    pattern = re.compile("|".join(re.escape(token) for token in sorted(tokenizer.get_added_vocab(), key=len,
+                                                                         reverse=True)))
+    while True:
+        cleaned = pattern.sub("", text)
+        if cleaned == text:
+            return cleaned
+        text = cleaned
 
 
 def run_asr(

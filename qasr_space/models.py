@@ -18,7 +18,7 @@ import torch
 from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration, Qwen3ASRForTokenClassification
 
 from .batching import BatchCounter, MicroBatcher
-from .errors import ModelUnavailableError
+from .errors import ModelUnavailableError, UnknownModelError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def asr_model_name(model: str | None) -> str:
         return DEFAULT_MODEL
     name = _ALIASES.get(model.strip().lower())
     if name is None:
-        raise ModelUnavailableError(
+        raise UnknownModelError(
             f"Unknown model {model!r}. Choose one of: {', '.join(ASR_MODELS)} "
             f"(or the hub ids {', '.join(ASR_MODELS.values())})."
         )

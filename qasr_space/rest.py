@@ -29,7 +29,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .api import check_upload_size, upload_limit_bytes
-from .errors import AudioError, LanguageError, ModelUnavailableError, QasrError
+from .errors import AudioError, LanguageError, ModelUnavailableError, QasrError, UnknownModelError
 from .gpu import ON_ZERO_GPU
 from .languages import normalize_language
 from .models import ModelManager, asr_model_name
@@ -154,8 +154,8 @@ def _options(form: FormData) -> _Options:
     model = _text(form, "model")
     try:
         asr_model_name(model)
-    except ModelUnavailableError as exc:
-        raise OpenAIError(404, str(exc), param="model", code="model_not_found") from exc
+    except UnknownModelError as exc:
+        raise OpenAIError(exc.status_code, str(exc), param="model", code="model_not_found") from exc
     language = _text(form, "language")
     try:
         normalize_language(language)
@@ -189,7 +189,7 @@ def _param_of(exc: QasrError) -> str | None:
         return "file"
     if isinstance(exc, LanguageError):
         return "language"
-    if isinstance(exc, ModelUnavailableError):
+    if isinstance(exc, (UnknownModelError, ModelUnavailableError)):
         return "model"
     return None
 

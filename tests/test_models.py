@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from qasr_space.errors import ModelUnavailableError
+from qasr_space.errors import ModelUnavailableError, UnknownModelError
 from qasr_space.models import ModelManager, asr_model_name, pick_device
 from qasr_space.settings import Settings
 
@@ -31,7 +31,7 @@ def test_model_aliases(alias):
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(ModelUnavailableError, match="0.6B, 1.7B"):
+    with pytest.raises(UnknownModelError, match="0.6B, 1.7B"):
         asr_model_name("whisper-large")
 
 
