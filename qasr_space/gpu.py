@@ -34,14 +34,16 @@ MAX_GPU_SECONDS = 300
 F = TypeVar("F", bound=Callable)
 
 
-def gpu_seconds(audio: np.ndarray, *args, **kwargs) -> int:
-    """The duration to ask ZeroGPU for a call whose first argument is 16 kHz samples (it passes every argument)."""
-    minutes = len(audio) / SAMPLE_RATE / 60
+def gpu_seconds(audio: np.ndarray | list[np.ndarray], *args, **kwargs) -> int:
+    """The duration to ask ZeroGPU for a call whose first argument is 16 kHz samples, or a list of clips (ZeroGPU
+    passes it every argument of the call)."""
+    samples = sum(len(clip) for clip in audio) if isinstance(audio, list) else len(audio)
+    minutes = samples / SAMPLE_RATE / 60
     return int(min(MAX_GPU_SECONDS, BASE_GPU_SECONDS + GPU_SECONDS_PER_AUDIO_MINUTE * minutes))
 
 
 def on_gpu(fn: F) -> F:
-    """`fn(audio, ...)` on a ZeroGPU slice for `gpu_seconds(audio)`; its `QasrError`s become `gr.Error`s so their
+    """`fn(audio, ...)` (samples or a list of clips) on a ZeroGPU slice for `gpu_seconds(audio)`; its `QasrError`s become `gr.Error`s so their
     message reaches the user from the worker. Generator functions stay generators (partial results stream back)."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)

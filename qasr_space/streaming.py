@@ -8,19 +8,23 @@ more than about a window of audio (re-sending everything heard so far is what ma
 `finish` runs the whole recording once through the normal pipeline, with word timestamps when asked.
 
 UI-free: Gradio's `(rate, int16 samples)` chunks go to `LiveSession.feed`, and `update` / `finish` return plain
-results. Each person streaming gets their own `LiveSession`; nothing here is shared between sessions.
+results. Each person streaming gets their own `LiveSession`; nothing here is shared between sessions. The model call
+of an update can be handed to a caller's `ClipTranscriber` (the UI's runs on a ZeroGPU slice), which gets only
+arrays and strings, never the session.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, SampleBuffer, is_silent, load_audio, split_at_quiet_points
 from .errors import AudioError, AudioTooLongError
-from .inference import run_asr
+from .inference import AsrOutput, run_asr
 from .languages import detected_language, normalize_language
 from .models import ModelManager
 from .results import Transcript
@@ -35,6 +39,10 @@ DECODE_EVERY_SECONDS = 1.0
 MIN_TAIL_SECONDS = 3.0
 #: Room reserved up front for a session's recording; it doubles when full.
 _INITIAL_SECONDS = 60.0
+
+#: `(clips, model, language, context, max_new_tokens) -> one AsrOutput per clip`; `transcribe_clips` bound to a
+#: manager is the default.
+ClipTranscriber = Callable[[list[np.ndarray], str | None, str | None, str | None, int | None], list[AsrOutput]]
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ class LiveSession:
 
     `max_seconds` caps the recording (pass `Settings.max_audio_seconds`). `finished` turns true once `finish` has
     run; the next recording needs a new session. The counters say what the model was given, so callers can check the
-    cost stays bounded: `model_calls` counts `run_asr` calls, `last_decoded_seconds` is the audio the latest update
+    cost stays bounded: `model_calls` counts the updates that ran the model, `last_decoded_seconds` is the audio the latest update
     that ran the model sent it, `longest_clip_seconds` the longest single clip any update sent.
     """
 
@@ -90,6 +98,17 @@ class LiveSession:
         """The transcript as the latest update left it."""
         return LiveText(self.committed, self.tentative, self.language)
 
+    def close(self) -> np.ndarray:
+        """End the recording and return it, once an update in flight is done, so no audio fed before is left out.
+
+        Raises `AudioError` when nothing was recorded.
+        """
+        with self._lock:
+            if len(self._buffer) == 0:
+                raise AudioError("Nothing was recorded. Allow the browser to use the microphone, then record again.")
+            self.finished = True
+            return self._buffer.view()
+
     def feed(self, chunk: tuple[int, np.ndarray] | None) -> None:
         """Append one chunk of new audio, Gradio's `(sample_rate, samples)`, mono or `(n, channels)`, any PCM type.
 
@@ -118,11 +137,13 @@ def update(
     window_seconds: float = WINDOW_SECONDS,
     decode_every_seconds: float = DECODE_EVERY_SECONDS,
     max_new_tokens: int | None = None,
+    asr: ClipTranscriber | None = None,
 ) -> LiveText:
     """Re-decode the window at the end of the recording, committing its older part once it outgrows `window_seconds`.
 
     Returns at once, without touching the model, until `decode_every_seconds` of new audio have arrived since the
-    last decode. Silent audio is never sent to the model. `language` None or "auto" detects it per window.
+    last decode. Silent audio is never sent to the model. `language` None or "auto" detects it per window. `asr`
+    runs the model (default: `transcribe_clips` with `manager`).
     """
     forced = normalize_language(language)
     if window_seconds <= MIN_TAIL_SECONDS:
@@ -134,7 +155,8 @@ def update(
         window = session._buffer.view(session.window_start, end)
         pieces = _window_pieces(window, window_seconds)
         clips = [window[start:stop] for start, stop in pieces]
-        texts, languages = _decode(session, manager, model, clips, forced, context, max_new_tokens)
+        asr = asr or functools.partial(transcribe_clips, manager)
+        texts, languages = _decode(session, asr, model, clips, forced, context, max_new_tokens)
         for text in texts[:-1]:
             session.committed += text_separator(session.committed, text) + text
         session.tentative = texts[-1]
@@ -160,33 +182,46 @@ def _window_pieces(window: np.ndarray, window_seconds: float) -> list[tuple[int,
 
 def _decode(
     session: LiveSession,
-    manager: ModelManager,
+    asr: ClipTranscriber,
     model: str | None,
     clips: list[np.ndarray],
     forced: str | None,
     context: str | None,
     max_new_tokens: int | None,
 ) -> tuple[list[str], list[str | None]]:
-    """Texts and detected languages of `clips`, in batches of `batch_size`; silent clips give "" without a model run."""
+    """Texts and detected languages of `clips`; silent clips give "" without a model run."""
     texts: list[str] = [""] * len(clips)
     languages: list[str | None] = [None] * len(clips)
     speech = [i for i, clip in enumerate(clips) if not is_silent(clip)]
     session.last_decoded_seconds = sum(len(clips[i]) for i in speech) / SAMPLE_RATE
     if not speech:
         return texts, languages
-    loaded = manager.asr(model)
-    batch_size = max(1, manager.settings.batch_size)
-    for first in range(0, len(speech), batch_size):
-        batch = speech[first:first + batch_size]
-        outputs = run_asr(loaded, [clips[i] for i in batch], [forced] * len(batch), [context] * len(batch),
-                          max_new_tokens)
-        session.model_calls += 1
-        for i, out in zip(batch, outputs):
-            texts[i] = out.text.strip()
-            languages[i] = detected_language(out.language)
+    outputs = asr([clips[i] for i in speech], model, forced, context, max_new_tokens)
+    session.model_calls += 1
+    for i, out in zip(speech, outputs):
+        texts[i] = out.text.strip()
+        languages[i] = detected_language(out.language)
     longest = max(len(clips[i]) for i in speech) / SAMPLE_RATE
     session.longest_clip_seconds = max(session.longest_clip_seconds, longest)
     return texts, languages
+
+
+def transcribe_clips(
+    manager: ModelManager,
+    clips: list[np.ndarray],
+    model: str | None,
+    language: str | None,
+    context: str | None,
+    max_new_tokens: int | None = None,
+) -> list[AsrOutput]:
+    """`clips` through the ASR model, in batches of the manager's batch size, one output per clip."""
+    loaded = manager.asr(model)
+    size = max(1, manager.settings.batch_size)
+    outputs: list[AsrOutput] = []
+    for first in range(0, len(clips), size):
+        batch = clips[first:first + size]
+        outputs += run_asr(loaded, batch, [language] * len(batch), [context] * len(batch), max_new_tokens)
+    return outputs
 
 
 def finish(
@@ -200,15 +235,8 @@ def finish(
     progress: ProgressCallback | None = None,
     max_new_tokens: int | None = None,
 ) -> Transcript:
-    """The final transcript: the whole recording once through the normal pipeline (words when `timestamps`).
-
-    Waits for an update in flight on the same session, so no audio fed before the call is left out. Raises
-    `AudioError` when nothing was recorded and `NoSpeechError` when the recording holds no speech.
+    """The final transcript: the whole recording (`session.close()`) once through the normal pipeline, with words
+    when `timestamps`. Raises `AudioError` when nothing was recorded and `NoSpeechError` when it holds no speech.
     """
-    with session._lock:
-        if len(session._buffer) == 0:
-            raise AudioError("Nothing was recorded. Allow the browser to use the microphone, then record again.")
-        transcript = transcribe(session._buffer.view(), manager=manager, model=model, language=language, context=context,
-                                timestamps=timestamps, progress=progress, max_new_tokens=max_new_tokens)
-        session.finished = True
-        return transcript
+    return transcribe(session.close(), manager=manager, model=model, language=language, context=context,
+                      timestamps=timestamps, progress=progress, max_new_tokens=max_new_tokens)

@@ -8,6 +8,7 @@ its message. The GPU-bound calls go through `gpu.on_gpu`, which is a no-op off Z
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -32,7 +33,8 @@ from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
 from .models import ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
 from .results import Transcript
-from .streaming import LiveSession, LiveText, finish, update
+from .inference import AsrOutput
+from .streaming import LiveSession, LiveText, transcribe_clips, update
 from .transcribe import ChunkResult, align, collect, iter_transcribe, prepare_audio, require_speech
 from .writers import FORMATS, write_transcript
 
@@ -157,8 +159,14 @@ class SpaceUI:
         def align_text(audio: np.ndarray, text: str, language: str | None) -> Transcript:
             return align(audio, text, manager=manager, language=language)
 
+        @on_gpu
+        def transcribe_live_clips(clips: list[np.ndarray], model: str | None, language: str | None,
+                                  context: str | None, max_new_tokens: int | None = None) -> list[AsrOutput]:
+            return transcribe_clips(manager, clips, model, language, context, max_new_tokens)
+
         self._transcribe_chunks = transcribe_chunks
         self._align_text = align_text
+        self._transcribe_live_clips = transcribe_live_clips
 
     def live_update(self, chunk: tuple[int, np.ndarray] | None, session: LiveSession | None, model: str,
                     language: str, context: str | None) -> tuple[str, LiveSession]:
@@ -168,27 +176,26 @@ class SpaceUI:
         try:
             session.feed(chunk)
             live = update(session, self.manager, model=model, language=None if language == AUTO else language,
-                          context=(context or "").strip() or None)
+                          context=(context or "").strip() or None, asr=self._transcribe_live_clips)
         except QasrError as exc:
             raise gr.Error(str(exc)) from None
         return render_live(live), session
 
     def live_finish(self, session: LiveSession | None, model: str, language: str, context: str | None,
-                    timestamps: bool, progress: Callable = gr.Progress()) -> tuple:
-        """Recording stopped: the whole recording once through the pipeline, shown like an upload's result."""
+                    timestamps: bool, progress: Callable = gr.Progress()) -> Iterator[tuple]:
+        """Recording stopped: the whole recording once through the pipeline, shown like an upload's result (the text
+        so far after every chunk); then the session state is let go."""
         if session is None:
             raise gr.Error("Nothing was recorded. Allow the browser to use the microphone, then record again.")
-        folder = self.served.new_folder()
+        live = render_live(session.live_text())
+        outputs: Outputs | None = None
         try:
-            progress(0.0, desc="Transcribing the recording")
-            transcript = finish(session, self.manager, model=model, language=None if language == AUTO else language,
-                                context=(context or "").strip() or None, timestamps=bool(timestamps))
-            item = _Input(session.audio, _write_wav(session.audio, folder, "recording.wav"), "recording")
-            files = _downloads(transcript, folder, item.name)
+            for outputs in self._run(functools.partial(_recorded_input, session), TRANSCRIBE, None, model, language,
+                                     context, timestamps, progress):
+                yield (*outputs, live, session)
         except QasrError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
             raise gr.Error(str(exc)) from None
-        return (*self._outputs(transcript, item, files=files), render_live(session.live_text()), None)
+        yield (*(gr.skip() for _ in outputs), gr.skip(), None)
 
     def run(self, source: str, file_path: str | None, recording_path: str | None, url: str | None, mode: str,
             text: str | None, model: str, language: str, context: str | None, timestamps: bool,
@@ -196,8 +203,8 @@ class SpaceUI:
         """Transcribe (or align) the input of the `source` tab, yielding the outputs as chunks finish; errors become
         `gr.Error`."""
         try:
-            yield from self._run(source, file_path, recording_path, url, mode, text, model, language, context,
-                                 timestamps, progress)
+            yield from self._run(functools.partial(self._read_input, source, file_path, recording_path, url), mode,
+                                 text, model, language, context, timestamps, progress)
         except QasrError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -207,13 +214,15 @@ class SpaceUI:
         yield from self.run(FILE_SOURCE, file_path, None, None, mode, None, DEFAULT_MODEL, language, None,
                             timestamps, progress)
 
-    def _run(self, source, file_path, recording_path, url, mode, text, model, language, context, timestamps,
+    def _run(self, read_input: Callable[[str], _Input], mode, text, model, language, context, timestamps,
              progress) -> Iterator[Outputs]:
+        """`read_input(folder)` gives the audio (files it needs go in the request's folder); then transcribe or
+        align it, yielding the outputs as chunks finish."""
         forced = normalize_language(None if language == AUTO else language)
         progress(0.0, desc="Reading the audio")
         folder = self.served.new_folder()
         try:
-            item = self._read_input(source, file_path, recording_path, url, folder)
+            item = read_input(folder)
             empty = Transcript(language=None, text="", duration=len(item.audio) / SAMPLE_RATE)
             if mode == ALIGN:
                 yield self._outputs(empty, item, status="Aligning…")
@@ -273,6 +282,12 @@ class SpaceUI:
                  files: list[str] | None = None) -> Outputs:
         karaoke = render_karaoke(transcript, file_url(item.media_path), title=item.title, status=status)
         return transcript.language or "", transcript.text, karaoke, files
+
+
+def _recorded_input(session: LiveSession, folder: str) -> _Input:
+    """A finished live recording (`session.close()`), with a WAV of it for the player."""
+    audio = session.close()
+    return _Input(audio, _write_wav(audio, folder, "recording.wav"), "recording")
 
 
 def render_live(live: LiveText) -> str:

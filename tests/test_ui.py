@@ -8,8 +8,10 @@ ZeroGPU sizing).
 from __future__ import annotations
 
 import html
+import inspect
 import json
 import os
+import pickle
 import re
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from qasr_space.languages import ALIGNER_LANGUAGES, LANGUAGES
 from qasr_space.models import ModelManager
 from qasr_space.results import Transcript, Word
 from qasr_space.settings import Settings
+from qasr_space.streaming import LiveSession
 from qasr_space.ui import (ALIGN, ASSETS_DIR, AUTO, EXAMPLES, FILE_SOURCE, LIVE_SOURCE, RECORD_SOURCE, TRANSCRIBE,
                            URL_SOURCE, ServedFiles, SpaceUI, build_demo, mode_layout, render_ui, timestamps_option)
 from qasr_space.writers import to_srt
@@ -232,6 +235,8 @@ def test_gpu_duration_grows_with_the_audio_and_is_capped():
     assert gpu.gpu_seconds(minute[:16000]) == gpu.BASE_GPU_SECONDS
     assert gpu.gpu_seconds(np.zeros(10 * 60 * 16000, np.float32)) > gpu.gpu_seconds(minute)
     assert gpu.gpu_seconds(np.zeros(4 * 3600 * 16000, np.float32)) == gpu.MAX_GPU_SECONDS
+    assert gpu.gpu_seconds([np.zeros(10 * 60 * 16000, np.float32)] * 2) == gpu.gpu_seconds(
+        np.zeros(20 * 60 * 16000, np.float32))  # a list of clips counts all of them
 
 
 def test_gpu_calls_turn_user_errors_into_gradio_errors():
@@ -266,8 +271,11 @@ def test_live_microphone_shows_text_while_speaking_then_the_full_result(ui):
         shown.append(html_text)
     assert SCRIPTED_SENTENCE in html.unescape(shown[-1])
     assert "qk-tentative" in shown[-1] and "<img" not in shown[-1]
-    language, text, karaoke, files, live, state = ui.live_finish(session, "0.6B", AUTO, None, True, no_progress)
-    assert (language, text) == ("English", SCRIPTED_SENTENCE) and state is None
+    updates = list(ui.live_finish(session, "0.6B", AUTO, None, True, no_progress))
+    assert updates[0][:2] == ("", "") and updates[0][5] is session  # "Transcribing…" first, like an upload
+    language, text, karaoke, files, live, state = updates[-2]
+    assert (language, text) == ("English", SCRIPTED_SENTENCE) and session.finished
+    assert updates[-1][-1] is None  # then the session state is let go
     assert [w for w, *_ in words_in(karaoke)] == SCRIPTED_SENTENCE.split()
     assert sorted(Path(f).suffix for f in files) == [".json", ".srt", ".txt", ".vtt"]
     assert "recording.wav" in karaoke
@@ -284,4 +292,51 @@ def test_live_sessions_of_two_people_stay_apart(ui):
 
 def test_live_stop_without_recording_is_a_clear_error(ui):
     with pytest.raises(gr.Error, match="Nothing was recorded"):
-        ui.live_finish(None, "0.6B", AUTO, None, True, no_progress)
+        list(ui.live_finish(None, "0.6B", AUTO, None, True, no_progress))
+    with pytest.raises(gr.Error, match="Nothing was recorded"):
+        list(ui.live_finish(LiveSession(), "0.6B", AUTO, None, True, no_progress))
+
+
+class FakeZeroGPU:
+    """A fake of `spaces.GPU` on ZeroGPU, which cannot run here: the call's arguments and results (each item a
+    generator yields) cross as pickles, as they do to and from ZeroGPU's worker process, and the duration function
+    is called with the call's arguments. Records the durations asked for."""
+
+    def __init__(self):
+        self.durations: list[int] = []
+
+    def GPU(self, duration):  # noqa: N802 (the name of the function it stands in for)
+        def decorate(fn):
+            def across(value):
+                return pickle.loads(pickle.dumps(value))
+
+            if inspect.isgeneratorfunction(fn):
+                def call(*args, **kwargs):
+                    self.durations.append(duration(*args, **kwargs))
+                    for item in fn(*across(args), **across(kwargs)):
+                        yield across(item)
+            else:
+                def call(*args, **kwargs):
+                    self.durations.append(duration(*args, **kwargs))
+                    return across(fn(*across(args), **across(kwargs)))
+            return call
+        return decorate
+
+
+def test_every_model_call_of_the_page_crosses_a_zero_gpu_boundary(manager, tmp_path, monkeypatch, clip):
+    """Upload, align, live updates and the live final pass all run their model work inside `spaces.GPU`, with
+    arguments and results that pickle; nothing GPU-bound runs outside it (the worker is where the GPU is)."""
+    fake = FakeZeroGPU()
+    monkeypatch.setattr(gpu, "spaces", fake)
+    zero_ui = SpaceUI(manager, ServedFiles(str(tmp_path)))
+    assert run(zero_ui, clip)[-1][1] == SCRIPTED_SENTENCE
+    assert run(zero_ui, clip, mode=ALIGN, text="Hello there", language="English")[-1][1] == "Hello there"
+    asked = len(fake.durations)
+    session = None
+    for chunk in mic_chunks(3.0):
+        html_text, session = zero_ui.live_update(chunk, session, "0.6B", AUTO, None)
+    assert SCRIPTED_SENTENCE in html.unescape(html_text) and session.model_calls >= 2
+    assert len(fake.durations) - asked == session.model_calls  # each live model call went through spaces.GPU
+    assert list(zero_ui.live_finish(session, "0.6B", AUTO, None, True, no_progress))[-2][1] == SCRIPTED_SENTENCE
+    assert len(fake.durations) - asked == session.model_calls + 1
+    assert all(gpu.BASE_GPU_SECONDS <= d <= gpu.MAX_GPU_SECONDS for d in fake.durations)
