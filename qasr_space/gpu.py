@@ -43,8 +43,9 @@ def gpu_seconds(audio: np.ndarray | list[np.ndarray], *args, **kwargs) -> int:
 
 
 def on_gpu(fn: F) -> F:
-    """`fn(audio, ...)` (samples or a list of clips) on a ZeroGPU slice for `gpu_seconds(audio)`; its `QasrError`s become `gr.Error`s so their
-    message reaches the user from the worker. Generator functions stay generators (partial results stream back)."""
+    """`fn(audio, ...)` (samples or a list of clips) on a ZeroGPU slice for `gpu_seconds(audio)`; its `QasrError`s
+    become `gr.Error`s so their message reaches the user from the worker. Generator functions stay generators
+    (partial results stream back)."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def wrapped(*args, **kwargs):

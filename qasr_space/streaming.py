@@ -63,10 +63,10 @@ class LiveText:
 class LiveSession:
     """One person's recording and live transcript. Thread-safe; create one per recording.
 
-    `max_seconds` caps the recording (pass `Settings.max_audio_seconds`). `finished` turns true once `finish` has
-    run; the next recording needs a new session. The counters say what the model was given, so callers can check the
-    cost stays bounded: `model_calls` counts the updates that ran the model, `last_decoded_seconds` is the audio the latest update
-    that ran the model sent it, `longest_clip_seconds` the longest single clip any update sent.
+    `max_seconds` caps the recording (pass `Settings.max_audio_seconds`). `finished` turns true once `close` (or
+    `finish`) has run; the next recording needs a new session. The counters say what the model was given, so callers
+    can check the cost stays bounded: `model_calls` counts the updates that ran the model, `last_decoded_seconds` is
+    the audio the latest such update sent it, `longest_clip_seconds` the longest single clip any update sent.
     """
 
     max_seconds: float = Settings.max_audio_seconds
