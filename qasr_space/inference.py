@@ -27,6 +27,12 @@ MIN_NEW_TOKENS_BUDGET = 32
 
 _WORD_SPLITTER_AVAILABLE = {"Japanese": is_nagisa_available, "Korean": is_soynlp_available}
 
+#: On the CPU, a `generate` call whose whole KV cache (every row's prompt plus token budget) fits in this many bytes
+#: gets a static cache, allocated once: the default cache grows by `torch.cat`, copying every layer's cache at every
+#: step, a cost that grows with the batch (BENCHMARKS.md). Larger calls (long chunks, whose budget far exceeds the
+#: tokens they use) keep the default, which holds only what is used.
+STATIC_CACHE_MAX_BYTES = 1 << 30
+
 #: transformers 5.23+ can keep chat control tokens in user text as plain text; 5.20.2, the last release for Python
 #: 3.10, cannot, and there the context loses them instead (`_without_control_tokens`).
 _PROCESSOR_SANITIZES = "sanitize_control_tokens" in inspect.signature(ProcessorMixin.apply_chat_template).parameters
@@ -133,8 +139,9 @@ def _generate(jobs: list[_AsrJob]) -> list[list[AsrOutput]]:
     contexts = [context for job in jobs for context in job.contexts]
     inputs = _to_model(asr_inputs(processor, clips, languages, contexts), loaded)
     budget = max(j.budget for j in jobs)
+    options = {**_cache_options(loaded, *inputs["input_ids"].shape, budget), **jobs[0].generate_kwargs}
     with loaded.lock, torch.inference_mode():
-        out = loaded.model.generate(**inputs, max_new_tokens=budget, **jobs[0].generate_kwargs)
+        out = loaded.model.generate(**inputs, max_new_tokens=budget, **options)
     generated = out[:, inputs["input_ids"].shape[1]:]
     eos = set(loaded.model.generation_config.eos_token_id or [])
     results, first = [], 0
@@ -149,6 +156,18 @@ def _generate(jobs: list[_AsrJob]) -> list[list[AsrOutput]]:
                                      truncated=not finished and len(row) >= job.budget))
         results.append(outputs)
     return results
+
+
+def _cache_options(loaded: LoadedModel, rows: int, prompt_tokens: int, budget: int) -> dict[str, Any]:
+    """`cache_implementation="static"` on the CPU when the call's whole cache fits `STATIC_CACHE_MAX_BYTES`."""
+    if loaded.device.type != "cpu":
+        return {}
+    text = loaded.model.config.get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * loaded.dtype.itemsize
+    if rows * (prompt_tokens + budget) * per_token > STATIC_CACHE_MAX_BYTES:
+        return {}
+    return {"cache_implementation": "static"}
 
 
 def run_aligner(

@@ -58,6 +58,36 @@ def pick_device(requested: str | None = None) -> tuple[torch.device, torch.dtype
     return device, (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
+#: On the CPU, inputs of 2 to this many rows (the decode steps of a small batch) take `FewRowsLinear`'s path.
+FEW_ROWS = 16
+
+
+class FewRowsLinear(torch.nn.Linear):
+    """`nn.Linear` that computes an input of 2 to `FEW_ROWS` rows as `weight @ x.T`, the same product.
+
+    On the CPU, MKL streams the weight once for a single row (a GEMV), but its sgemm for a few rows against the
+    transposed weight is several times slower than for the same product with the thin side on the right: for the
+    0.6B model's output layer, 137 ms against 37 ms at 4 rows (BENCHMARKS.md). Few-row inputs are exactly the decode
+    steps of a batch, so without this a batched decode step costs nearly as much as one step per clip.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        if not 2 <= rows <= FEW_ROWS:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        out = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t()
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def use_few_rows_linear(model: torch.nn.Module) -> None:
+    """Switch every plain `nn.Linear` of a CPU model to `FewRowsLinear` (weights and outputs unchanged)."""
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            module.__class__ = FewRowsLinear
+
+
 @dataclass
 class LoadedModel:
     """A model with its processor, the lock held while it runs, and the batcher that merges concurrent calls."""
@@ -144,6 +174,8 @@ class ModelManager:
                 f"so it can download, or set QASR_MODEL_DIR to a folder holding {hub_id.split('/')[-1]}/ "
                 f"(looked in {folder})."
             ) from exc
+        if self.device.type == "cpu":
+            use_few_rows_linear(model)
         kind = "aligner" if model_class is Qwen3ASRForTokenClassification else "asr"
         batcher = MicroBatcher(self.batch_counters[kind], max_size=self.settings.batch_size,
                                wait_seconds=self.settings.batch_wait_ms / 1000,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qasr_space.errors import ModelUnavailableError, UnknownModelError
-from qasr_space.models import ModelManager, asr_model_name, pick_device
+from qasr_space.models import FewRowsLinear, ModelManager, asr_model_name, pick_device, use_few_rows_linear
 from qasr_space.settings import Settings
 
 
@@ -72,3 +72,22 @@ def test_concurrent_requests_load_a_model_once(settings):
     for thread in threads:
         thread.join()
     assert not errors and len(got) == 4 and all(g is got[0] for g in got)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_few_rows_linear_computes_what_linear_does(bias):
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(64, 96, bias=bias)
+    few = torch.nn.Linear(64, 96, bias=bias)
+    few.load_state_dict(plain.state_dict())
+    use_few_rows_linear(few)
+    assert type(few) is FewRowsLinear
+    for shape in [(1, 64), (3, 64), (2, 1, 64), (4, 4, 64), (2, 20, 64)]:  # one row, few rows, many rows
+        x = torch.randn(shape)
+        assert few(x).shape == (*shape[:-1], 96)
+        torch.testing.assert_close(few(x), plain(x))
+
+
+def test_models_on_the_cpu_use_few_rows_linear(manager):
+    layers = [m for m in manager.asr().model.modules() if isinstance(m, torch.nn.Linear)]
+    assert layers and all(type(m) is FewRowsLinear for m in layers)

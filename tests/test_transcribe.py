@@ -102,6 +102,17 @@ def test_batched_clips_decode_as_they_do_alone(manager):
     assert together == alone
 
 
+def test_static_kv_cache_on_the_cpu_while_small_and_the_same_text_either_way(manager, monkeypatch):
+    """Random weights make every number count: both caches must decode the same tokens."""
+    loaded = manager.asr("1.7B")
+    clips = [tone(2.3, freq=200.0), tone(3.1, freq=330.0)]
+    assert inference._cache_options(loaded, len(clips), 100, 40) == {"cache_implementation": "static"}
+    static = [out.text for out in run_asr(loaded, clips, [None, None], [None, None], max_new_tokens=8)]
+    monkeypatch.setattr(inference, "STATIC_CACHE_MAX_BYTES", 0)
+    assert inference._cache_options(loaded, len(clips), 100, 40) == {}
+    assert [out.text for out in run_asr(loaded, clips, [None, None], [None, None], max_new_tokens=8)] == static
+
+
 @pytest.mark.parametrize("native", [True, False], ids=["processor-sanitizes", "control-tokens-removed"])
 def test_context_cannot_inject_chat_control_tokens(manager, monkeypatch, native):
     """transformers 5.23+ keeps control tokens in the context as plain text; on 5.20.2 (Python 3.10) they are cut."""
