@@ -5,10 +5,10 @@ playback) and splits the transcript in two: committed text that never changes, a
 a bounded window at the end of the recording. Once the window grows past `window_seconds`, its older part is cut at a
 quiet point, transcribed once more on its own and appended to the committed text, so no update ever sends the model
 more than about a window of audio (re-sending everything heard so far is what makes long sessions stall). On stop,
-`finish` runs the whole recording once through the normal pipeline, with word timestamps when asked.
+`session.close()` returns the whole recording for one pass through the normal pipeline (`transcribe`), with word
+timestamps when asked.
 
-UI-free: Gradio's `(rate, int16 samples)` chunks go to `LiveSession.feed`, and `update` / `finish` return plain
-results. Each person streaming gets their own `LiveSession`; nothing here is shared between sessions. The model call
+UI-free: Gradio's `(rate, int16 samples)` chunks go to `LiveSession.feed`, and `update` returns plain results. Each person streaming gets their own `LiveSession`; nothing here is shared between sessions. The model call
 of an update can be handed to a caller's `ClipTranscriber` (the UI's runs on a ZeroGPU slice), which gets only
 arrays and strings, never the session.
 """
@@ -27,9 +27,8 @@ from .errors import AudioError, AudioTooLongError
 from .inference import AsrOutput, run_asr
 from .languages import detected_language, normalize_language
 from .models import ModelManager
-from .results import Transcript
 from .settings import Settings
-from .transcribe import ProgressCallback, text_separator, transcribe
+from .transcribe import text_separator
 
 #: Re-decoded audio is at most this long (plus one update's new audio) before its older part is committed.
 WINDOW_SECONDS = 15.0
@@ -63,8 +62,8 @@ class LiveText:
 class LiveSession:
     """One person's recording and live transcript. Thread-safe; create one per recording.
 
-    `max_seconds` caps the recording (pass `Settings.max_audio_seconds`). `finished` turns true once `close` (or
-    `finish`) has run; the next recording needs a new session. The counters say what the model was given, so callers
+    `max_seconds` caps the recording (pass `Settings.max_audio_seconds`). `finished` turns true once `close` has
+    run; the next recording needs a new session. The counters say what the model was given, so callers
     can check the cost stays bounded: `model_calls` counts the updates that ran the model, `last_decoded_seconds` is
     the audio the latest such update sent it, `longest_clip_seconds` the longest single clip any update sent.
     """
@@ -214,29 +213,6 @@ def transcribe_clips(
     context: str | None,
     max_new_tokens: int | None = None,
 ) -> list[AsrOutput]:
-    """`clips` through the ASR model, in batches of the manager's batch size, one output per clip."""
-    loaded = manager.asr(model)
-    size = max(1, manager.settings.batch_size)
-    outputs: list[AsrOutput] = []
-    for first in range(0, len(clips), size):
-        batch = clips[first:first + size]
-        outputs += run_asr(loaded, batch, [language] * len(batch), [context] * len(batch), max_new_tokens)
-    return outputs
+    """`clips` (a live window's few pieces) through the ASR model in one call, one output per clip."""
+    return run_asr(manager.asr(model), clips, [language] * len(clips), [context] * len(clips), max_new_tokens)
 
-
-def finish(
-    session: LiveSession,
-    manager: ModelManager,
-    *,
-    model: str | None = None,
-    language: str | None = None,
-    context: str | None = None,
-    timestamps: bool = False,
-    progress: ProgressCallback | None = None,
-    max_new_tokens: int | None = None,
-) -> Transcript:
-    """The final transcript: the whole recording (`session.close()`) once through the normal pipeline, with words
-    when `timestamps`. Raises `AudioError` when nothing was recorded and `NoSpeechError` when it holds no speech.
-    """
-    return transcribe(session.close(), manager=manager, model=model, language=language, context=context,
-                      timestamps=timestamps, progress=progress, max_new_tokens=max_new_tokens)

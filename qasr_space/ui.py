@@ -185,8 +185,7 @@ class SpaceUI:
                     timestamps: bool, progress: Callable = gr.Progress()) -> Iterator[tuple]:
         """Recording stopped: the whole recording once through the pipeline, shown like an upload's result (the text
         so far after every chunk); then the session state is let go."""
-        if session is None:
-            raise gr.Error("Nothing was recorded. Allow the browser to use the microphone, then record again.")
+        session = session or LiveSession()  # nothing streamed yet: an empty recording, which `close` refuses
         live = render_live(session.live_text())
         outputs: Outputs | None = None
         try:

@@ -11,7 +11,8 @@ import pytest
 
 from qasr_space.audio import SAMPLE_RATE, load_audio
 from qasr_space.errors import AudioError, AudioTooLongError, NoSpeechError
-from qasr_space.streaming import LiveSession, finish, update
+from qasr_space.streaming import LiveSession, update
+from qasr_space.transcribe import transcribe
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone
 
@@ -80,7 +81,7 @@ def test_silence_gives_no_text_and_no_model_run(manager):
     assert text.text == "" and session.model_calls == 0
     assert session.window_start > 0  # silent audio leaves the window like any other
     with pytest.raises(NoSpeechError):
-        finish(session, manager)
+        transcribe(session.close(), manager=manager)
 
 
 def test_stereo_chunks_are_mixed_to_mono(manager):
@@ -130,12 +131,12 @@ def test_backlog_is_committed_in_bounded_clips_and_the_buffer_keeps_every_sample
     assert session.seconds - session.window_start / SAMPLE_RATE <= 15.0
 
 
-def test_finish_transcribes_the_whole_recording_with_word_timestamps(manager):
+def test_the_closed_recording_transcribes_whole_with_word_timestamps(manager):
     session = LiveSession()
     for chunk in mic_chunks(speech(4.0), 0.5):
         session.feed(chunk)
         update(session, manager)
-    transcript = finish(session, manager, timestamps=True)
+    transcript = transcribe(session.close(), manager=manager, timestamps=True)
     assert session.finished
     assert transcript.text == SCRIPTED_SENTENCE and transcript.duration == pytest.approx(4.0)
     assert [w.text.strip() for w in transcript.words] == SCRIPTED_SENTENCE.split()
@@ -144,7 +145,7 @@ def test_finish_transcribes_the_whole_recording_with_word_timestamps(manager):
 
 def test_nothing_recorded_and_too_long_are_clear_errors(manager):
     with pytest.raises(AudioError, match="Nothing was recorded"):
-        finish(LiveSession(), manager)
+        LiveSession().close()
     session = LiveSession(max_seconds=2.0)
     with pytest.raises(AudioTooLongError, match="2 s limit"):
         for chunk in mic_chunks(speech(3.0), 0.5):
