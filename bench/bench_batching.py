@@ -13,7 +13,7 @@
    and the cost of one `httpx.Client()`.
 
     python tests/checkpoints.py bench/.cache/Qwen3-ASR-0.6B-hf --real-size 0.6b   # once, ~2.4 GB of RAM
-    python bench/bench_batching.py throughput [--repeats 1]
+    python bench/bench_batching.py throughput [--repeats 1] [--clients 4]
     python bench/bench_batching.py roundtrip [--repeats 20]
 """
 
@@ -48,12 +48,12 @@ CLIP_SECONDS = 30.0
 NEW_TOKENS = 100
 
 
-def throughput(repeats: int) -> None:
+def throughput(repeats: int, clients: int) -> None:
     model_dir = str(ROOT / "bench" / ".cache")
     if not (Path(model_dir) / "Qwen3-ASR-0.6B-hf" / "model.safetensors").exists():
         sys.exit("build the real-size checkpoint first (see the docstring)")
-    manager = ModelManager(Settings(model_dir=model_dir))
-    clips = [tone(CLIP_SECONDS, freq=160.0 + 30 * i) for i in range(CLIENTS)]
+    manager = ModelManager(Settings(model_dir=model_dir, batch_size=clients))
+    clips = [tone(CLIP_SECONDS, freq=160.0 + 30 * i) for i in range(clients)]
 
     def request(audio: np.ndarray) -> None:
         # Drained without `collect`: random weights pick ids past the small test tokenizer, which decode to "".
@@ -64,13 +64,13 @@ def throughput(repeats: int) -> None:
             request(audio)
 
     def concurrent() -> None:
-        barrier = threading.Barrier(CLIENTS)
+        barrier = threading.Barrier(clients)
 
         def client(audio: np.ndarray) -> None:
             barrier.wait()
             request(audio)
 
-        with ThreadPoolExecutor(CLIENTS) as pool:
+        with ThreadPoolExecutor(clients) as pool:
             list(pool.map(client, clips))
 
     request(clips[0])  # load and warm up
@@ -84,12 +84,13 @@ def throughput(repeats: int) -> None:
             times[name].append(time.perf_counter() - started)
             calls[name].append(manager.batch_stats()["asr"]["model_calls"] - before)
             print(f"  {name}: {times[name][-1]:.1f} s", flush=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {CLIENTS} requests of a "
+    device = torch.cuda.get_device_name() if manager.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {device}, {manager.dtype}; {clients} requests of a "
           f"{CLIP_SECONDS:.0f} s clip, {NEW_TOKENS} new tokens each; "
           f"batch window {manager.settings.batch_wait_ms:g} ms")
     for name in times:
         best = min(times[name])
-        print(f"{name}: best {best:.1f} s ({CLIENTS / best * 60:.1f} requests/min), runs "
+        print(f"{name}: best {best:.1f} s ({clients / best * 60:.1f} requests/min), runs "
               f"{['%.1f' % t for t in times[name]]}, generate calls per run {calls[name]}")
     print(f"throughput ratio concurrent / one by one: {min(times['one by one']) / min(times['concurrent']):.2f}")
 
@@ -176,8 +177,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["throughput", "roundtrip"])
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--clients", type=int, default=CLIENTS, help="throughput: concurrent clients (default 4)")
     args = parser.parse_args()
     if args.what == "throughput":
-        throughput(args.repeats or 1)
+        throughput(args.repeats or 1, args.clients)
     else:
         roundtrip(args.repeats or 20)

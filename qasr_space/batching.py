@@ -8,7 +8,8 @@ queue up and are served together by the next leader, so under load batches form 
 
 Calls of different groups never share a run (a model's ASR calls with different generate options, say). If a
 merged run raises, each of its calls is run again alone, so only a bad request gets an error. Callers block in
-their own threads (Gradio workers, the REST thread pool); the leader is one of them, so no extra thread exists.
+their own threads (Gradio workers, the REST thread pool); the leader is one of them. It hands each run to the
+batcher's `runner`, which on the CPU is the process's one model thread (`models.ModelThread`).
 
 On ZeroGPU (`SPACES_ZERO_GPU`), GPU work must run inside the `@spaces.GPU` call of its own request, in a process of
 its own, so cross-request batching is switched off there (`Settings.batch_requests`): each call runs alone.
@@ -21,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,10 @@ class MicroBatcher:
     """Merges concurrent `submit` calls on one model into batched runs (see the module docstring)."""
 
     def __init__(self, counter: BatchCounter | None = None, *, max_size: int = 4, wait_seconds: float = 0.0,
-                 enabled: bool = True):
+                 enabled: bool = True, runner: Callable[..., Any] | None = None):
         self.counter = counter or BatchCounter()
+        #: Calls `run(payloads)` as `runner(run, payloads)`: where the model work happens (default: right here).
+        self.runner = runner or _run_here
         self.max_size = max(1, max_size)
         self.wait_seconds = max(0.0, wait_seconds)
         self.enabled = enabled
@@ -149,7 +152,7 @@ class MicroBatcher:
         """Run the batch as one call; if that raises, run each call alone so only the failing ones get the error."""
         self.counter.count_call()
         try:
-            results = batch[0].run([call.payload for call in batch])
+            results = self.runner(batch[0].run, [call.payload for call in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"a batched run returned {len(results)} results for {len(batch)} requests")
         except Exception as exc:
@@ -169,3 +172,7 @@ class MicroBatcher:
         with self._cond:
             for call in batch:
                 call.done = True
+
+
+def _run_here(run: Callable[[list[P]], list[R]], payloads: list[P]) -> list[R]:
+    return run(payloads)

@@ -12,7 +12,10 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration, Qwen3ASRForTokenClassification
@@ -22,6 +25,8 @@ from .errors import ModelUnavailableError, UnknownModelError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 #: UI/API model names → hub ids.
 ASR_MODELS: dict[str, str] = {
@@ -69,13 +74,20 @@ class FewRowsLinear(torch.nn.Linear):
     transposed weight is several times slower than for the same product with the thin side on the right: for the
     0.6B model's output layer, 137 ms against 37 ms at 4 rows (BENCHMARKS.md). Few-row inputs are exactly the decode
     steps of a batch, so without this a batched decode step costs nearly as much as one step per clip.
+
+    The product comes out transposed. It is made contiguous, since a transposed query sends attention down PyTorch's
+    slow path, except where `transposed_output_ok` (the output layer: `generate` copies the logits it keeps anyway).
     """
+
+    transposed_output_ok = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
         if not 2 <= rows <= FEW_ROWS:
             return torch.nn.functional.linear(x, self.weight, self.bias)
         out = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t()
+        if not self.transposed_output_ok:
+            out = out.contiguous()
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
@@ -86,6 +98,38 @@ def use_few_rows_linear(model: torch.nn.Module) -> None:
     for module in model.modules():
         if type(module) is torch.nn.Linear:
             module.__class__ = FewRowsLinear
+    output_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(output_layer, FewRowsLinear):
+        output_layer.transposed_output_ok = True
+
+
+class ModelThread:
+    """One long-lived thread that runs all of a process's model work, loading included, on the CPU and the GPU.
+
+    PyTorch's OpenMP runtime (libgomp) gives every thread that runs a parallel region a pool of worker threads of its
+    own, kept until that thread ends. Once the pools together hold more threads than there are cores, libgomp stops
+    spinning between parallel regions, and the thread that made the extra pool runs far slower: each of a CPU decode
+    step's ~200 matrix products waits for its workers to wake (steps 20-35 % slower on 2 cores), and on a 16-core
+    GPU machine the same `generate` took 3x as long (BENCHMARKS.md). Gradio serves requests from many worker threads,
+    so without this thread that happened after the first request. In a forked child (ZeroGPU runs each GPU call in
+    one) the thread does not exist, and the work runs in the caller's thread.
+    """
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._ident: int | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qasr-model",
+                                            initializer=self._started)
+
+    def _started(self) -> None:
+        self._ident = threading.get_ident()
+
+    def run(self, fn: Callable[..., R], *args, **kwargs) -> R:
+        """`fn(*args, **kwargs)` on the model thread, waiting for its result; called from that thread, it runs
+        directly, so model work that starts more model work cannot deadlock."""
+        if threading.get_ident() == self._ident or os.getpid() != self._pid:  # a forked child (ZeroGPU) has no thread
+            return fn(*args, **kwargs)
+        return self._executor.submit(fn, *args, **kwargs).result()
 
 
 @dataclass
@@ -113,6 +157,7 @@ class ModelManager:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
         self.device, self.dtype = pick_device(self.settings.device)
+        self._model_thread = ModelThread()
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
@@ -153,13 +198,17 @@ class ModelManager:
                 if hub_id in self._cache:
                     self._cache.move_to_end(hub_id)
                     return self._cache[hub_id]
-            loaded = self._load(hub_id, model_class)
+            loaded = self.run_model_work(self._load, hub_id, model_class)
             with self._cache_lock:
                 self._cache[hub_id] = loaded
                 while len(self._cache) > max(1, self.settings.model_cache_size):
                     evicted, _ = self._cache.popitem(last=False)
                     log.info("evicted %s from the model cache", evicted)
             return loaded
+
+    def run_model_work(self, fn: Callable[..., R], *args, **kwargs) -> R:
+        """`fn(*args, **kwargs)` on this manager's `ModelThread`, where all of its model work runs."""
+        return self._model_thread.run(fn, *args, **kwargs)
 
     def _load(self, hub_id: str, model_class: type) -> LoadedModel:
         source = self.resolve(hub_id)
@@ -179,7 +228,7 @@ class ModelManager:
         kind = "aligner" if model_class is Qwen3ASRForTokenClassification else "asr"
         batcher = MicroBatcher(self.batch_counters[kind], max_size=self.settings.batch_size,
                                wait_seconds=self.settings.batch_wait_ms / 1000,
-                               enabled=self.settings.batch_requests)
+                               enabled=self.settings.batch_requests, runner=self.run_model_work)
         return LoadedModel(name=hub_id, model=model, processor=processor, batcher=batcher)
 
 

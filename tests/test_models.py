@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import threading
 import time
 
@@ -91,3 +94,72 @@ def test_few_rows_linear_computes_what_linear_does(bias):
 def test_models_on_the_cpu_use_few_rows_linear(manager):
     layers = [m for m in manager.asr().model.modules() if isinstance(m, torch.nn.Linear)]
     assert layers and all(type(m) is FewRowsLinear for m in layers)
+
+
+def test_few_rows_output_is_contiguous_except_from_the_output_layer(manager):
+    """A transposed query sends attention down PyTorch's slow path and a transposed input sends the next
+    `FewRowsLinear` down MKL's, so few-row outputs are contiguous; the output layer's logits may stay transposed."""
+    torch.manual_seed(0)
+    few = torch.nn.Linear(64, 96)
+    use_few_rows_linear(few)
+    assert few(torch.randn(4, 1, 64)).is_contiguous()
+    model = manager.asr().model
+    output_layer = model.get_output_embeddings()
+    assert output_layer.transposed_output_ok
+    assert not any(m.transposed_output_ok for m in model.modules() if isinstance(m, FewRowsLinear)
+                   and m is not output_layer)
+
+
+def test_model_work_runs_on_one_thread_whoever_asks(model_dir):
+    """Loading and every forward pass happen on the manager's one model thread, not in the callers' threads:
+    libgomp keeps a thread pool per calling thread, and too many pools make every parallel region slow."""
+    from qasr_space.inference import run_asr
+    from tests.media import tone
+
+    manager = ModelManager(Settings(model_dir=model_dir, batch_wait_ms=0))
+    model_thread = manager.run_model_work(threading.get_ident)
+    assert model_thread != threading.get_ident()
+    seen, callers = set(), set()
+
+    def call(model: str) -> None:
+        callers.add(threading.get_ident())
+        loaded = manager.asr(model)
+        loaded.model.register_forward_pre_hook(lambda *_: seen.add(threading.get_ident()))
+        run_asr(loaded, [tone(1.0)], [None], [None], 2)
+
+    threads = [threading.Thread(target=call, args=(model,)) for model in ("0.6B", "1.7B", "0.6B", "1.7B")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {model_thread} and model_thread not in callers
+
+
+def test_model_work_started_on_the_model_thread_runs_there_at_once(model_dir):
+    manager = ModelManager(Settings(model_dir=model_dir))
+    result = []
+    nested = threading.Thread(target=lambda: result.append(
+        manager.run_model_work(manager.run_model_work, threading.get_ident)))
+    nested.start()
+    nested.join(timeout=10)
+    assert result == [manager.run_model_work(threading.get_ident)]
+
+
+def test_model_work_in_a_forked_child_runs_in_the_callers_thread(model_dir):
+    """ZeroGPU runs each GPU call in a forked child, where the model thread does not exist: waiting for it would hang."""
+    manager = ModelManager(Settings(model_dir=model_dir))
+    assert manager.run_model_work(threading.get_ident) != threading.get_ident()  # the thread exists in the parent
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, b"1" if manager.run_model_work(threading.get_ident) == threading.get_ident() else b"0")
+        os._exit(0)
+    os.close(write_end)
+    ready, _, _ = select.select([read_end], [], [], 30)
+    if ready:
+        answer = os.read(read_end, 1)
+    else:
+        answer = b"hung"
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
