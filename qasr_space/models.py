@@ -3,7 +3,8 @@
 One manager serves every request of a process. Two requests that ask for the same model at once load it once;
 each loaded model carries a lock that the pipeline holds around forward passes, so concurrent requests never
 run the same weights at the same time from two threads, and a `MicroBatcher` that merges concurrent requests
-into one forward pass instead (see `batching`).
+into one forward pass instead (see `batching`). Loading and every forward pass run on the manager's one
+`ModelThread`, whichever thread asked (see there for why).
 """
 
 from __future__ import annotations
