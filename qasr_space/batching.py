@@ -9,7 +9,7 @@ queue up and are served together by the next leader, so under load batches form 
 Calls of different groups never share a run (a model's ASR calls with different generate options, say). If a
 merged run raises, each of its calls is run again alone, so only a bad request gets an error. Callers block in
 their own threads (Gradio workers, the REST thread pool); the leader is one of them. It hands each run to the
-batcher's `runner`, which on the CPU is the process's one model thread (`models.ModelThread`).
+batcher's `runner`, which for a manager's models is the process's one model thread (`models.ModelThread`).
 
 On ZeroGPU (`SPACES_ZERO_GPU`), GPU work must run inside the `@spaces.GPU` call of its own request, in a process of
 its own, so cross-request batching is switched off there (`Settings.batch_requests`): each call runs alone.

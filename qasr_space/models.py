@@ -3,7 +3,7 @@
 One manager serves every request of a process. Two requests that ask for the same model at once load it once;
 each loaded model carries a lock that the pipeline holds around forward passes, so concurrent requests never
 run the same weights at the same time from two threads, and a `MicroBatcher` that merges concurrent requests
-into one forward pass instead (see `batching`). Loading and every forward pass run on the manager's one
+into one forward pass instead (see `batching`). Loading and every forward pass run on the process's one
 `ModelThread`, whichever thread asked (see there for why).
 """
 
@@ -133,6 +133,10 @@ class ModelThread:
         return self._executor.submit(fn, *args, **kwargs).result()
 
 
+#: The process's model thread: OpenMP's pools are per process, so every manager shares it.
+MODEL_THREAD = ModelThread()
+
+
 @dataclass
 class LoadedModel:
     """A model with its processor, the lock held while it runs, and the batcher that merges concurrent calls."""
@@ -158,7 +162,6 @@ class ModelManager:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
         self.device, self.dtype = pick_device(self.settings.device)
-        self._model_thread = ModelThread()
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
@@ -208,8 +211,8 @@ class ModelManager:
             return loaded
 
     def run_model_work(self, fn: Callable[..., R], *args, **kwargs) -> R:
-        """`fn(*args, **kwargs)` on this manager's `ModelThread`, where all of its model work runs."""
-        return self._model_thread.run(fn, *args, **kwargs)
+        """`fn(*args, **kwargs)` on the process's `MODEL_THREAD`, where all of this manager's model work runs."""
+        return MODEL_THREAD.run(fn, *args, **kwargs)
 
     def _load(self, hub_id: str, model_class: type) -> LoadedModel:
         source = self.resolve(hub_id)

@@ -29,11 +29,11 @@ from .audio import SAMPLE_RATE
 from .errors import AudioError, QasrError
 from .fetch import fetch_audio
 from .gpu import on_gpu
+from .inference import AsrOutput
 from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
 from .models import ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
 from .results import Transcript
-from .inference import AsrOutput
 from .streaming import LiveSession, LiveText, transcribe_clips, update
 from .transcribe import ChunkResult, align, collect, iter_transcribe, prepare_audio, require_speech
 from .writers import FORMATS, write_transcript
