@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Iterator, Tuple, Union
+from typing import BinaryIO, Iterator, Tuple, Union
 
 import av
 import numpy as np
 import soxr
 
-from qasr_space.errors import AudioError, AudioTooLongError
+from qasr_space.errors import AudioError, AudioTooLongError, shown
 
 SAMPLE_RATE = 16000
 
-#: A file path, the raw bytes of a file, or Gradio's `(sample_rate, samples)` tuple.
-AudioSource = Union[str, os.PathLike, bytes, Tuple[int, np.ndarray]]
+#: A file path, the raw bytes of a file, an open binary file, or Gradio's `(sample_rate, samples)` tuple.
+AudioSource = Union[str, os.PathLike, bytes, BinaryIO, Tuple[int, np.ndarray]]
 
 _FORMATS_HINT = "upload wav, mp3, flac, ogg, opus, m4a, webm or a video with sound"
 #: Containers a video comes in; elsewhere a "video" stream is a still image or FFmpeg reading a text file as ANSI art.
@@ -50,10 +50,15 @@ def load_audio(
     a 3-hour upload is refused at once) and `AudioError` for anything unreadable or shorter than `min_seconds`.
     """
     if isinstance(source, tuple):
-        audio = _from_array(source, max_seconds)
+        audio, complete = _from_array(source, max_seconds), True
     else:
-        audio = _decode(source, max_seconds)
+        audio, complete = _decode(source, max_seconds)
     seconds = len(audio) / SAMPLE_RATE
+    if not complete and (len(audio) == 0 or (min_seconds is not None and seconds < min_seconds)):
+        raise AudioError(
+            f"{_describe(source)} is corrupt or cut short: only {seconds:.2f} s of it could be decoded; upload an "
+            "intact copy of the file."
+        )
     if len(audio) == 0:
         raise AudioError("The audio decoded to zero samples; upload a recording that actually contains sound.")
     if max_seconds is not None and seconds > max_seconds:
@@ -63,15 +68,30 @@ def load_audio(
             f"The audio is too short: {seconds:.2f} s, and at least {min_seconds:g} s is needed; "
             "record or upload a longer clip."
         )
+    check_finite(audio)
     return _normalize_peak(audio)
+
+
+def check_finite(audio: np.ndarray) -> None:
+    """Refuse samples that are NaN or infinite (a broken float file or array): the model would turn them into a
+    confident wrong transcript. One float64 sum, with no copy of the audio: any such sample makes it non-finite."""
+    if not np.isfinite(np.sum(audio, dtype=np.float64)):
+        raise AudioError(
+            "The audio contains invalid samples (NaN or infinity), so it is corrupt; export it again, e.g. as "
+            "16-bit WAV or mp3."
+        )
 
 
 def is_silent(audio: np.ndarray) -> bool:
     """True when `audio` holds nothing at speech level, so "no speech found" needs no model run."""
     if audio.size == 0:
         return True
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-    return rms < _SILENT_RMS and _peak(audio) < _SILENT_PEAK
+    if _peak(audio) >= _SILENT_PEAK:
+        return False
+    step = int(_BLOCK_SECONDS * SAMPLE_RATE)  # float64 a block at a time: a copy of 2 h as float64 is 0.9 GB
+    energy = sum(float(np.dot(block, block)) for block in
+                 (audio[i:i + step].astype(np.float64) for i in range(0, audio.size, step)))
+    return np.sqrt(energy / audio.size) < _SILENT_RMS
 
 
 def split_at_quiet_points(
@@ -115,13 +135,19 @@ def split_at_quiet_points(
     return pieces
 
 
-def _decode(source: str | os.PathLike[str] | bytes, max_seconds: float | None) -> np.ndarray:
-    """Decode the best audio stream of a file or bytes, frame by frame, straight to 16 kHz mono."""
+def _decode(source: str | os.PathLike[str] | bytes | BinaryIO, max_seconds: float | None) -> tuple[np.ndarray, bool]:
+    """Decode the best audio stream of a file, bytes or a binary file object, frame by frame, straight to 16 kHz
+    mono. Also says whether the stream looked complete: no damaged packets, and not far short of its declared length."""
     name = _describe(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise AudioError("The uploaded audio is empty (0 bytes); upload the file again or pick another one.")
-        opened: str | io.BytesIO = io.BytesIO(source)
+        opened: str | BinaryIO = io.BytesIO(source)
+    elif hasattr(source, "read"):
+        if source.seek(0, io.SEEK_END) == 0:
+            raise AudioError("The uploaded audio is empty (0 bytes); upload the file again or pick another one.")
+        source.seek(0)
+        opened = source
     else:
         path = os.fspath(source)
         if not os.path.isfile(path):
@@ -131,7 +157,7 @@ def _decode(source: str | os.PathLike[str] | bytes, max_seconds: float | None) -
         opened = path
 
     try:
-        container = av.open(opened, metadata_errors="ignore")
+        container = av.open(opened, mode="r", metadata_errors="ignore")
     except av.FFmpegError as exc:
         raise _not_audio(name) from exc
     with container:
@@ -146,10 +172,19 @@ def _decode(source: str | os.PathLike[str] | bytes, max_seconds: float | None) -
         declared = _declared_seconds(container, stream)
         if max_seconds is not None and declared is not None and declared > max_seconds + _METADATA_SLACK_SECONDS:
             raise _too_long(declared, max_seconds)
+        damage = _Damage()
         try:
-            return _decode_stream(container, stream, declared, max_seconds)
+            audio = _decode_stream(container, stream, declared, max_seconds, damage)
         except av.FFmpegError as exc:
             raise _not_audio(name) from exc
+    short = declared is not None and len(audio) / SAMPLE_RATE < declared - _METADATA_SLACK_SECONDS
+    return audio, not (damage.packets or short)
+
+
+class _Damage:
+    """Counts the packets `_frames` had to skip."""
+
+    packets = 0
 
 
 def _decode_stream(
@@ -157,6 +192,7 @@ def _decode_stream(
     stream: av.AudioStream,
     declared_seconds: float | None,
     max_seconds: float | None,
+    damage: _Damage,
 ) -> np.ndarray:
     """Resample decoded blocks into one output buffer, sized from the declared duration when there is one.
 
@@ -167,7 +203,7 @@ def _decode_stream(
     out = SampleBuffer(int(expected * SAMPLE_RATE) + SAMPLE_RATE)
     resampler: soxr.ResampleStream | None = None
     stream_rate = 0
-    for block, rate in _native_blocks(_frames(container, stream)):
+    for block, rate in _native_blocks(_frames(container, stream, damage)):
         if rate != stream_rate:  # the first block, or the rate changed mid-stream
             if resampler is not None:
                 out.append(resampler.resample_chunk(_NO_SAMPLES, last=True))
@@ -181,21 +217,22 @@ def _decode_stream(
     return out.result()
 
 
-def _frames(container: av.container.InputContainer, stream: av.AudioStream) -> Iterator[av.AudioFrame]:
-    """Decode packet by packet, skipping damaged packets as the ffmpeg tool does, so a few bad bytes do not
-    lose a whole recording. Fails only if no packet decoded at all."""
-    damage: av.FFmpegError | None = None
+def _frames(container: av.container.InputContainer, stream: av.AudioStream, damage: _Damage) -> Iterator[av.AudioFrame]:
+    """Decode packet by packet, skipping damaged packets as the ffmpeg tool does (counted in `damage`), so a few bad
+    bytes do not lose a whole recording. Fails only if no packet decoded at all."""
+    error: av.FFmpegError | None = None
     decoded_any = False
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
         except av.InvalidDataError as exc:
-            damage = exc
+            error = exc
+            damage.packets += 1
             continue
         decoded_any = decoded_any or bool(frames)
         yield from frames
-    if damage is not None and not decoded_any:
-        raise damage
+    if error is not None and not decoded_any:
+        raise error
 
 
 def _native_blocks(frames: Iterator[av.AudioFrame]) -> Iterator[tuple[np.ndarray, int]]:
@@ -236,7 +273,7 @@ def _from_array(source: tuple, max_seconds: float | None) -> np.ndarray:
     rate, samples = source
     samples = np.asarray(samples)
     if not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise AudioError(f"The audio's sample rate {rate!r} is not a positive whole number; pass (sample_rate, samples).")
+        raise AudioError(f"The audio's sample rate {shown(rate)} is not a positive whole number; pass (sample_rate, samples).")
     if samples.ndim not in (1, 2) or samples.size == 0:
         raise AudioError("The audio array is empty or not shaped (samples,) or (samples, channels); record again.")
     if max_seconds is not None and len(samples) / rate > max_seconds:
@@ -318,8 +355,8 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.AudioSt
     return None
 
 
-def _describe(source: str | os.PathLike[str] | bytes) -> str:
-    if isinstance(source, (bytes, bytearray, memoryview)):
+def _describe(source: AudioSource) -> str:
+    if isinstance(source, (bytes, bytearray, memoryview, tuple)) or hasattr(source, "read"):
         return "The uploaded audio"
     return f"'{os.path.basename(os.fspath(source))}'"
 

@@ -6,6 +6,14 @@ Every layer (CLI, UI, API) turns a `QasrError` into one clear line for the user;
 from __future__ import annotations
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """User input in an error message: text quoted, on one line and at most `limit` characters, so a megabyte-long
+    field never comes back whole; anything else as its repr, as short."""
+    flat = " ".join(value.split()) if isinstance(value, str) else repr(value)
+    flat = flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return repr(flat) if isinstance(value, str) else flat
+
+
 class QasrError(Exception):
     """Base for errors whose message is meant for the person or program that made the request."""
 
@@ -31,6 +39,28 @@ class UploadTooLargeError(AudioError):
 
 class NoSpeechError(AudioError):
     """The audio holds nothing to transcribe (silence)."""
+
+
+class UploadRefusedError(AudioError):
+    """A client named a file this server did not receive as an upload (or one already deleted)."""
+
+
+class InputTooLongError(QasrError):
+    """A text field (context, text to align) over its length limit."""
+
+    status_code = 413
+
+
+class UnauthorizedError(QasrError):
+    """A programmatic request without this server's API token."""
+
+    status_code = 401
+
+
+class BusyError(QasrError):
+    """The server is at a capacity limit (live recordings, disk); try again later."""
+
+    status_code = 503
 
 
 class LanguageError(QasrError):

@@ -21,7 +21,7 @@ from spaces.config import Config
 
 from .audio import SAMPLE_RATE
 from .errors import QasrError
-from .models import ASR_MODELS, ModelManager
+from .models import ALL_MODELS, ASR_MODELS, ModelManager
 from .settings import Settings
 
 ON_ZERO_GPU: bool = Config.zero_gpu
@@ -68,7 +68,7 @@ def zero_gpu_settings(settings: Settings) -> Settings:
     if not ON_ZERO_GPU:
         return settings
     return dataclasses.replace(settings, device="cuda",
-                               model_cache_size=max(settings.model_cache_size, len(ASR_MODELS) + 1))
+                               model_cache_size=max(settings.model_cache_size or 0, len(ALL_MODELS)))
 
 
 def preload(manager: ModelManager) -> None:

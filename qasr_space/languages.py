@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers.models.qwen3_asr.processing_qwen3_asr import FORCED_ALIGNER_LANGUAGES, LANGUAGE_CODE_TO_NAME
 
-from .errors import LanguageError
+from .errors import LanguageError, shown
 
 #: Display names of the 30 ASR languages, sorted.
 LANGUAGES: tuple[str, ...] = tuple(sorted(LANGUAGE_CODE_TO_NAME.values()))
@@ -26,7 +26,7 @@ def normalize_language(language: str | None) -> str | None:
     name = _LOOKUP.get(key)
     if name is None:
         raise LanguageError(
-            f"Unknown language {language!r}. Use one of the 30 names or codes, e.g. 'English' or 'en', "
+            f"Unknown language {shown(language)}. Use one of the 30 names or codes, e.g. 'English' or 'en', "
             f"or 'auto' to detect it: {', '.join(LANGUAGES)}."
         )
     return name

@@ -1,10 +1,10 @@
 """The model manager: resolves names to checkpoints, loads lazily, and keeps a bounded LRU cache of loaded models.
 
-One manager serves every request of a process. Two requests that ask for the same model at once load it once;
-each loaded model carries a lock that the pipeline holds around forward passes, so concurrent requests never
-run the same weights at the same time from two threads, and a `MicroBatcher` that merges concurrent requests
-into one forward pass instead (see `batching`). Loading and every forward pass run on the process's one
-`ModelThread`, whichever thread asked (see there for why).
+One manager serves every request of a process. Models load one at a time, so two requests that ask for the same
+model at once load it once. Each loaded model carries a lock that the pipeline holds around forward passes, so
+concurrent requests never run the same weights at the same time from two threads, and a `MicroBatcher` that merges
+concurrent requests into one forward pass instead (see `batching`). Every forward pass runs on the process's one
+`ModelThread`, whichever thread asked (see there for why); loads run beside it, in threads of their own.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
 from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration, Qwen3ASRForTokenClassification
 
 from .batching import BatchCounter, MicroBatcher
-from .errors import ModelUnavailableError, UnknownModelError
+from .errors import ModelUnavailableError, UnknownModelError, shown
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ ASR_MODELS: dict[str, str] = {
 }
 ALIGNER_MODEL = "Qwen/Qwen3-ForcedAligner-0.6B-hf"
 DEFAULT_MODEL = "0.6B"
+#: Every model the app can load, ASR sizes first.
+ALL_MODELS: tuple[str, ...] = (*ASR_MODELS.values(), ALIGNER_MODEL)
 
 _ALIASES = {
     **{name.lower(): name for name in ASR_MODELS},
@@ -52,7 +56,7 @@ def asr_model_name(model: str | None) -> str:
     name = _ALIASES.get(model.strip().lower())
     if name is None:
         raise UnknownModelError(
-            f"Unknown model {model!r}. Choose one of: {', '.join(ASR_MODELS)} "
+            f"Unknown model {shown(model)}. Choose one of: {', '.join(ASR_MODELS)} "
             f"(or the hub ids {', '.join(ASR_MODELS.values())})."
         )
     return name
@@ -105,7 +109,7 @@ def use_few_rows_linear(model: torch.nn.Module) -> None:
 
 
 class ModelThread:
-    """One long-lived thread that runs all of a process's model work, loading included, on the CPU and the GPU.
+    """One long-lived thread that runs all of a process's forward passes, on the CPU and the GPU.
 
     PyTorch's OpenMP runtime (libgomp) gives every thread that runs a parallel region a pool of worker threads of its
     own, kept until that thread ends. Once the pools together hold more threads than there are cores, libgomp stops
@@ -135,6 +139,9 @@ class ModelThread:
 
 #: The process's model thread: OpenMP's pools are per process, so every manager shares it.
 MODEL_THREAD = ModelThread()
+#: One model load at a time in a process: `from_pretrained` builds models under a process-wide meta-device context,
+#: so two loads in two threads break each other ("Cannot copy out of meta tensor").
+_LOAD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -156,17 +163,37 @@ class LoadedModel:
         return self.model.dtype
 
 
+@dataclass(frozen=True)
+class ModelStatus:
+    """Whether a model can run here, and where it loads from (or why it cannot), for the page and `/info`."""
+
+    hub_id: str
+    available: bool
+    source: str  # a folder, the hub id, or "" when unavailable
+    note: str  # where it comes from, or why it is unavailable, in a few words
+    local_files_only: bool = False
+
+
 class ModelManager:
-    """Loads ASR models and the aligner on first use and keeps at most `settings.model_cache_size` of them."""
+    """Loads ASR models and the aligner on first use and keeps at most `cache_size` of them.
+
+    A load runs in a thread of its own, never on the model thread, so requests on models already loaded keep running
+    while a new one loads. A model that is neither in `QASR_MODEL_DIR` nor reachable on the hub (nor in the local hub
+    cache) is refused within `settings.hub_timeout_seconds`, instead of after transformers' own retries.
+    """
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
         self.device, self.dtype = pick_device(self.settings.device)
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._load_locks: dict[str, threading.Lock] = {}
         #: Batching counters per kind ("asr", "aligner"), kept here so they outlive evicted models.
         self.batch_counters = {"asr": BatchCounter(), "aligner": BatchCounter()}
+
+    @property
+    def cache_size(self) -> int:
+        """`settings.model_cache_size`, or by default every model on a GPU and two on the CPU (RAM is tighter)."""
+        return max(1, self.settings.model_cache_size or (len(ALL_MODELS) if self.device.type == "cuda" else 2))
 
     def resolve(self, hub_id: str) -> str:
         """`Qwen/<name>` → `$QASR_MODEL_DIR/<name>` when that folder exists, else the hub id itself."""
@@ -176,11 +203,37 @@ class ModelManager:
                 return local
         return hub_id
 
+    def status(self, hub_id: str) -> ModelStatus:
+        """Where `hub_id` would load from now: `QASR_MODEL_DIR`, the hub (asked with a short timeout), or the local
+        hub cache when the hub does not answer. Sends no more than one small HEAD request."""
+        source = self.resolve(hub_id)
+        if source != hub_id:
+            return ModelStatus(hub_id, True, source, "local folder")
+        problem = "the hub is switched off here (HF_HUB_OFFLINE)"
+        if not hf_constants.HF_HUB_OFFLINE:
+            try:
+                get_hf_file_metadata(hf_hub_url(hub_id, "config.json"), timeout=self.settings.hub_timeout_seconds)
+                return ModelStatus(hub_id, True, hub_id, "Hugging Face Hub")
+            except Exception as exc:  # offline, timed out, refused, 404 ...: each means "not from the hub"
+                problem = f"the hub did not answer ({_first_line(exc)[:120]})"
+        if isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+            return ModelStatus(hub_id, True, hub_id, "local hub cache", local_files_only=True)
+        return ModelStatus(hub_id, False, "", problem)
+
+    def statuses(self) -> list[ModelStatus]:
+        """`status` of every model, asked in parallel (at most one hub timeout in all)."""
+        with ThreadPoolExecutor(len(ALL_MODELS)) as pool:
+            return list(pool.map(self.status, ALL_MODELS))
+
     def asr(self, model: str | None = None) -> LoadedModel:
         return self._get(ASR_MODELS[asr_model_name(model)], Qwen3ASRForConditionalGeneration)
 
     def aligner(self) -> LoadedModel:
         return self._get(ALIGNER_MODEL, Qwen3ASRForTokenClassification)
+
+    def is_loaded(self, hub_id: str) -> bool:
+        with self._cache_lock:
+            return hub_id in self._cache
 
     def batch_stats(self) -> dict[str, dict[str, int]]:
         """Model calls, requests and clips served so far, per kind: fewer calls than requests means batching."""
@@ -196,16 +249,15 @@ class ModelManager:
             if hub_id in self._cache:
                 self._cache.move_to_end(hub_id)
                 return self._cache[hub_id]
-            load_lock = self._load_locks.setdefault(hub_id, threading.Lock())
-        with load_lock:
+        with _LOAD_LOCK:
             with self._cache_lock:
                 if hub_id in self._cache:
                     self._cache.move_to_end(hub_id)
                     return self._cache[hub_id]
-            loaded = self.run_model_work(self._load, hub_id, model_class)
+            loaded = run_in_new_thread(self._load, hub_id, model_class)
             with self._cache_lock:
                 self._cache[hub_id] = loaded
-                while len(self._cache) > max(1, self.settings.model_cache_size):
+                while len(self._cache) > self.cache_size:
                     evicted, _ = self._cache.popitem(last=False)
                     log.info("evicted %s from the model cache", evicted)
             return loaded
@@ -215,18 +267,21 @@ class ModelManager:
         return MODEL_THREAD.run(fn, *args, **kwargs)
 
     def _load(self, hub_id: str, model_class: type) -> LoadedModel:
-        source = self.resolve(hub_id)
-        log.info("loading %s from %s on %s (%s)", hub_id, source, self.device, self.dtype)
-        try:
-            processor = AutoProcessor.from_pretrained(source)
-            model = model_class.from_pretrained(source, dtype=self.dtype).to(self.device).eval()
-        except (OSError, ValueError) as exc:
-            folder = self.settings.model_dir or "a folder"
+        status = self.status(hub_id)
+        if not status.available:
             raise ModelUnavailableError(
-                f"Model {hub_id} is unavailable ({_first_line(exc)}). Connect this machine to the Hugging Face Hub "
-                f"so it can download, or set QASR_MODEL_DIR to a folder holding {hub_id.split('/')[-1]}/ "
-                f"(looked in {folder})."
-            ) from exc
+                f"Model {hub_id} is unavailable: {status.note}, and it is not in the local hub cache. Connect this "
+                f"machine to the Hugging Face Hub so it can download, or set QASR_MODEL_DIR to a folder holding "
+                f"{hub_id.split('/')[-1]}/ (looked in {self.settings.model_dir or 'no folder: QASR_MODEL_DIR is unset'}).")
+        log.info("loading %s from %s (%s) on %s (%s)", hub_id, status.source, status.note, self.device, self.dtype)
+        try:
+            processor = AutoProcessor.from_pretrained(status.source, local_files_only=status.local_files_only)
+            model = model_class.from_pretrained(status.source, dtype=self.dtype,
+                                                local_files_only=status.local_files_only).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailableError(
+                f"Model {hub_id} could not be loaded from {status.note} ({_first_line(exc)[:200]}). Check the "
+                "connection to the Hugging Face Hub, or the files in QASR_MODEL_DIR.") from exc
         if self.device.type == "cpu":
             use_few_rows_linear(model)
         kind = "aligner" if model_class is Qwen3ASRForTokenClassification else "asr"
@@ -234,6 +289,26 @@ class ModelManager:
                                wait_seconds=self.settings.batch_wait_ms / 1000,
                                enabled=self.settings.batch_requests, runner=self.run_model_work)
         return LoadedModel(name=hub_id, model=model, processor=processor, batcher=batcher)
+
+
+def run_in_new_thread(fn: Callable[..., R], *args) -> R:
+    """`fn(*args)` in a short-lived thread of its own, waiting for it: a model load, which must not occupy the model
+    thread. libgomp gives each thread that runs a parallel region a worker pool until that thread ends (see
+    `ModelThread`), so a long-lived loader thread would slow the model thread for good; this one ends with the load."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = fn(*args)
+        except BaseException as exc:  # handed to the waiting caller, who raises it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="qasr-model-load", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["result"]  # type: ignore[return-value]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -26,7 +26,8 @@ class Settings:
     """Limits and switches; `Settings.from_env()` reads the `QASR_*` variables documented in the README."""
 
     model_dir: str | None = None
-    model_cache_size: int = 2
+    #: Models kept loaded; None means every model (3) on a GPU and 2 on the CPU, where RAM is tighter.
+    model_cache_size: int | None = None
     device: str | None = None
     max_audio_seconds: float = 2 * 3600.0
     max_upload_mb: float = 500.0
@@ -38,15 +39,29 @@ class Settings:
     allow_private_urls: bool = False
     url_timeout_seconds: float = 30.0
     url_retries: int = 3
+    #: One deadline for a whole URL fetch: extraction, every page body and the download.
+    url_deadline_seconds: float = 900.0
     ytdlp_cookies: str | None = None
     api_token: str | None = None
     concurrency_limit: int = 4
+    #: How long a request may wait for the hub to answer before its model counts as unavailable.
+    hub_timeout_seconds: float = 5.0
+    #: Context (hotwords) and text to align: the longest accepted, in characters.
+    max_context_chars: int = 4000
+    max_align_chars: int = 12000
+    #: Uploads, fetched media, recordings and result files are deleted this long after they were written.
+    keep_minutes: float = 60.0
+    #: The most disk all of those may take together; the oldest go first beyond it.
+    max_disk_mb: float = 4096.0
+    #: Live microphone recordings: how many at once, and how long each.
+    max_live_sessions: int = 8
+    max_live_seconds: float = 1800.0
 
     @classmethod
     def from_env(cls) -> "Settings":
         return cls(
             model_dir=os.environ.get("QASR_MODEL_DIR") or None,
-            model_cache_size=_env_int("QASR_MODEL_CACHE_SIZE", cls.model_cache_size),
+            model_cache_size=_env_int("QASR_MODEL_CACHE_SIZE", 0) or None,
             device=os.environ.get("QASR_DEVICE") or None,
             max_audio_seconds=_env_float("QASR_MAX_AUDIO_SECONDS", cls.max_audio_seconds),
             max_upload_mb=_env_float("QASR_MAX_UPLOAD_MB", cls.max_upload_mb),
@@ -58,7 +73,15 @@ class Settings:
             allow_private_urls=_env_flag("QASR_ALLOW_PRIVATE_URLS"),
             url_timeout_seconds=_env_float("QASR_URL_TIMEOUT", cls.url_timeout_seconds),
             url_retries=_env_int("QASR_URL_RETRIES", cls.url_retries),
+            url_deadline_seconds=_env_float("QASR_URL_DEADLINE", cls.url_deadline_seconds),
             ytdlp_cookies=os.environ.get("QASR_YTDLP_COOKIES") or None,
             api_token=os.environ.get("QASR_API_TOKEN") or None,
             concurrency_limit=_env_int("QASR_CONCURRENCY", cls.concurrency_limit),
+            hub_timeout_seconds=_env_float("QASR_HUB_TIMEOUT", cls.hub_timeout_seconds),
+            max_context_chars=_env_int("QASR_MAX_CONTEXT_CHARS", cls.max_context_chars),
+            max_align_chars=_env_int("QASR_MAX_ALIGN_CHARS", cls.max_align_chars),
+            keep_minutes=_env_float("QASR_KEEP_MINUTES", cls.keep_minutes),
+            max_disk_mb=_env_float("QASR_MAX_DISK_MB", cls.max_disk_mb),
+            max_live_sessions=_env_int("QASR_MAX_LIVE_SESSIONS", cls.max_live_sessions),
+            max_live_seconds=_env_float("QASR_MAX_LIVE_SECONDS", cls.max_live_seconds),
         )

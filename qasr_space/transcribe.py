@@ -13,8 +13,8 @@ from typing import Union
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioSource, is_silent, load_audio, split_at_quiet_points
-from .errors import AudioTooLongError, LanguageError, NoSpeechError, QasrError
+from .audio import SAMPLE_RATE, AudioSource, check_finite, is_silent, load_audio, split_at_quiet_points
+from .errors import AudioTooLongError, InputTooLongError, LanguageError, NoSpeechError, QasrError
 from .inference import run_aligner, run_asr
 from .languages import ALIGNER_LANGUAGES, aligner_supports, detected_language, normalize_language
 from .models import ASR_MODELS, LoadedModel, ModelManager, asr_model_name
@@ -40,11 +40,41 @@ class ChunkResult:
     timestamps_note: str | None = None
 
 
+#: Text to align may hold this many characters per second of audio (plus `ALIGN_CHARS_BASE`): fast speech and rap
+#: stay under 40, so more text than that cannot be what was said, and would only hold the aligner longer.
+ALIGN_CHARS_PER_SECOND = 40
+ALIGN_CHARS_BASE = 200
+
+
+def check_context(context: str | None, settings: Settings) -> None:
+    """Refuse a context over `settings.max_context_chars` before any work: every chunk's prompt repeats it."""
+    if context and len(context) > settings.max_context_chars:
+        raise InputTooLongError(
+            f"The context is {len(context):,} characters long, over this server's limit of "
+            f"{settings.max_context_chars:,}; keep it to names, terms and a line about the topic.")
+
+
+def check_align_text(text: str | None, settings: Settings, seconds: float | None = None) -> None:
+    """Refuse text to align that is empty, over `settings.max_align_chars`, or (once the audio's length is known)
+    more than that much audio could hold, so no request holds the aligner longer than its audio warrants."""
+    if not text or not text.strip():
+        raise QasrError("The text to align is empty. Paste the transcript of the audio.")
+    limit = settings.max_align_chars
+    if seconds is not None:
+        limit = min(limit, ALIGN_CHARS_BASE + int(ALIGN_CHARS_PER_SECOND * seconds))
+    if len(text) > limit:
+        where = "" if limit == settings.max_align_chars else f" for {seconds:.1f} s of audio"
+        raise InputTooLongError(
+            f"The text to align is {len(text):,} characters long, over the limit of {limit:,}{where}; paste only "
+            "what is said in this audio.")
+
+
 def prepare_audio(source: AudioInput, settings: Settings) -> np.ndarray:
     """Decode any supported input and check it against the limits; silence is refused before any model runs."""
     audio = source if isinstance(source, np.ndarray) else load_audio(
         source, max_seconds=settings.max_audio_seconds, min_seconds=settings.min_audio_seconds)
     if isinstance(source, np.ndarray):
+        check_finite(audio)
         seconds = len(audio) / SAMPLE_RATE
         if seconds > settings.max_audio_seconds:
             raise AudioTooLongError(
@@ -82,6 +112,7 @@ def iter_transcribe(
     """Yield each chunk's result in order as its batch finishes. `audio` is float32 mono 16 kHz."""
     settings = manager.settings
     forced = normalize_language(language)
+    check_context(context, settings)
     asr = manager.asr(model)
     if timestamps and (forced is None or aligner_supports(forced)):
         manager.aligner()  # load it, or fail, before any ASR work is spent
@@ -169,6 +200,7 @@ def transcribe(
     """Transcribe a path, bytes, a Gradio `(rate, samples)` pair or float32 16 kHz samples."""
     forced = normalize_language(language)
     name = asr_model_name(model)
+    check_context(context, manager.settings)
     audio = prepare_audio(source, manager.settings)
     results = iter_transcribe(audio, manager=manager, model=name, language=forced, context=context,
                               timestamps=timestamps, progress=progress, max_new_tokens=max_new_tokens,
@@ -194,8 +226,7 @@ def align(
     progress: ProgressCallback | None = None,
 ) -> Transcript:
     """Word timestamps for a transcript the user already has (aligner only, no ASR)."""
-    if not text or not text.strip():
-        raise QasrError("The text to align is empty. Paste the transcript of the audio.")
+    check_align_text(text, manager.settings)
     forced = normalize_language(language)
     if forced is not None and not aligner_supports(forced):
         raise LanguageError(f"The aligner has no timestamps for {forced}. It covers: {', '.join(ALIGNER_LANGUAGES)}.")
@@ -205,6 +236,7 @@ def align(
         raise AudioTooLongError(
             f"Aligning your own text works on up to {ALIGNER_MAX_SECONDS:.0f} s of audio (the aligner's limit); this "
             f"audio is {duration:.0f} s. Trim it, or use Transcribe with word timestamps, which splits long audio.")
+    check_align_text(text, manager.settings, duration)
     report = progress or (lambda fraction, message: None)
     report(0.0, "Aligning")
     loaded = manager.aligner()

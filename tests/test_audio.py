@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import soundfile
 
 from qasr_space.audio import SAMPLE_RATE, is_silent, load_audio, split_at_quiet_points
 from qasr_space.errors import AudioError, AudioTooLongError
@@ -144,6 +145,34 @@ def test_a_damaged_mp3_still_decodes_around_the_damage(tmp_path: Path) -> None:
         data[i] ^= 0xFF
     audio = load_audio(bytes(data))
     assert len(audio) / SAMPLE_RATE > 8.0 and not is_silent(audio)
+
+
+def test_a_cut_short_mp3_is_called_corrupt_not_too_short(tmp_path: Path) -> None:
+    """Its header promises 3 s; only a sliver decodes. "Too short" would send the user looking for a longer clip."""
+    whole = write_media(tmp_path / "whole.mp3", tone(3.0), 16000, "mp3").read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole[:600])
+    with pytest.raises(AudioError, match=r"'cut.mp3' is corrupt or cut short: only 0\.\d\d s of it could be decoded"):
+        load_audio(cut, min_seconds=0.25)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused_from_files_and_arrays(tmp_path: Path, bad: float) -> None:
+    samples = tone(1.0)
+    samples[100:110] = bad
+    path = tmp_path / "broken.wav"
+    soundfile.write(path, samples, 16000, subtype="FLOAT")
+    for source in (path, (16000, samples)):
+        with pytest.raises(AudioError, match="invalid samples \\(NaN or infinity\\)"):
+            load_audio(source)
+
+
+def test_an_open_binary_file_decodes_like_its_path(tmp_path: Path) -> None:
+    path = write_media(tmp_path / "clip.ogg", tone(1.0), 16000, "ogg")
+    with open(path, "rb") as opened:
+        assert np.array_equal(load_audio(opened), load_audio(path))
+    with open(tmp_path / "empty.wav", "w+b") as empty, pytest.raises(AudioError, match="empty \\(0 bytes\\)"):
+        load_audio(empty)
 
 
 def test_rate_and_channel_changes_mid_stream_are_followed(tmp_path: Path) -> None:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
+import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
+from huggingface_hub import constants as hf_constants
 
 from qasr_space.errors import ModelUnavailableError, UnknownModelError
-from qasr_space.models import FewRowsLinear, ModelManager, asr_model_name, pick_device, use_few_rows_linear
+from qasr_space.models import (ALIGNER_MODEL, ASR_MODELS, FewRowsLinear, ModelManager, asr_model_name, pick_device,
+                               use_few_rows_linear)
 from qasr_space.settings import Settings
 
 
@@ -47,6 +52,79 @@ def test_unreachable_model_is_a_clear_error(tmp_path):
     message = str(info.value)
     assert "Qwen/Qwen3-ASR-1.7B-hf" in message and "QASR_MODEL_DIR" in message
     assert time.monotonic() - started < 30
+
+
+@contextlib.contextmanager
+def silent_hub(monkeypatch, tmp_path) -> Iterator[None]:
+    """The hub switched on but answered by a listener on 127.0.0.1 that accepts connections and never replies (what a
+    blocked network looks like), with an empty hub cache: no request leaves this machine."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    try:
+        yield
+    finally:
+        listener.close()
+
+
+def test_a_silent_hub_makes_a_model_unavailable_within_the_hub_timeout(monkeypatch, tmp_path):
+    manager = ModelManager(Settings(model_dir=str(tmp_path), hub_timeout_seconds=1.0))
+    with silent_hub(monkeypatch, tmp_path):
+        started = time.monotonic()
+        with pytest.raises(ModelUnavailableError, match="the hub did not answer") as info:
+            manager.asr("1.7B")
+        assert time.monotonic() - started < 5
+        statuses = {status.hub_id: status for status in manager.statuses()}
+    assert "QASR_MODEL_DIR" in str(info.value)
+    assert not any(status.available for status in statuses.values())
+    assert time.monotonic() - started < 10  # the three statuses were asked in parallel
+
+
+def test_status_says_where_each_model_comes_from(settings, tmp_path):
+    manager = ModelManager(Settings(model_dir=settings.model_dir))
+    statuses = manager.statuses()
+    assert [s.hub_id for s in statuses] == [*ASR_MODELS.values(), ALIGNER_MODEL]
+    assert all(s.available and s.note == "local folder" and os.path.isdir(s.source) for s in statuses)
+    offline = ModelManager(Settings(model_dir=str(tmp_path))).status(ALIGNER_MODEL)
+    assert not offline.available and "HF_HUB_OFFLINE" in offline.note
+
+
+def test_a_load_runs_beside_the_model_thread_and_stalls_nobody(settings, monkeypatch):
+    """While one model loads (held open here until the check is done), a model already loaded keeps transcribing."""
+    from qasr_space.inference import run_asr
+    from tests.checkpoints import SCRIPTED_SENTENCE
+    from tests.media import tone
+
+    manager = ModelManager(Settings(model_dir=settings.model_dir, batch_wait_ms=0))
+    ready = manager.asr("0.6B")
+    load_threads, release = [], threading.Event()
+    load = manager._load
+
+    def held_load(hub_id: str, model_class: type):
+        load_threads.append(threading.get_ident())
+        assert release.wait(60)
+        return load(hub_id, model_class)
+
+    monkeypatch.setattr(manager, "_load", held_load)
+    loader = threading.Thread(target=manager.asr, args=("1.7B",))
+    loader.start()
+    try:
+        while not load_threads:
+            time.sleep(0.01)
+        assert run_asr(ready, [tone(1.0)], ["English"], [None])[0].text == SCRIPTED_SENTENCE
+        assert not manager.is_loaded(ASR_MODELS["1.7B"])
+    finally:
+        release.set()
+        loader.join()
+    assert manager.is_loaded(ASR_MODELS["1.7B"])
+    assert load_threads[0] not in (manager.run_model_work(threading.get_ident), threading.get_ident())
+
+
+def test_the_default_cache_holds_every_model_on_a_gpu_and_two_on_the_cpu(settings):
+    assert ModelManager(Settings(model_dir=settings.model_dir)).cache_size == 2
+    assert ModelManager(Settings(model_dir=settings.model_dir, device="cuda")).cache_size == 3
+    assert ModelManager(Settings(model_dir=settings.model_dir, model_cache_size=1)).cache_size == 1
 
 
 def test_cache_is_bounded_lru(settings):
@@ -111,8 +189,8 @@ def test_few_rows_output_is_contiguous_except_from_the_output_layer(manager):
 
 
 def test_model_work_runs_on_one_thread_whoever_asks(model_dir):
-    """Loading and every forward pass happen on the manager's one model thread, not in the callers' threads:
-    libgomp keeps a thread pool per calling thread, and too many pools make every parallel region slow."""
+    """Every forward pass happens on the process's one model thread, not in the callers' threads: libgomp keeps a
+    thread pool per calling thread, and too many pools make every parallel region slow."""
     from qasr_space.inference import run_asr
     from tests.media import tone
 
