@@ -10,7 +10,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest  # noqa: E402
 
-from tests.checkpoints import build_model_dir  # noqa: E402
+from tests.checkpoints import build_model_dir, build_tone_model_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +31,18 @@ def manager(settings):
     from qasr_space.models import ModelManager
 
     return ModelManager(settings)
+
+
+@pytest.fixture(scope="session")
+def tone_model_dir(tmp_path_factory) -> str:
+    """A QASR_MODEL_DIR whose 0.6B is the tone model: its word names the tone band of the audio (`build_tone_asr`)."""
+    return build_tone_model_dir(str(tmp_path_factory.mktemp("tone_models")))
+
+
+@pytest.fixture(scope="session")
+def tone_manager(tone_model_dir):
+    """A manager of the tone model, batching up to 8 clips per model call, shared by the tests that need it."""
+    from qasr_space.models import ModelManager
+    from qasr_space.settings import Settings
+
+    return ModelManager(Settings(model_dir=tone_model_dir, batch_size=8))
