@@ -1,59 +1,84 @@
 """Fetch the audio of a URL with yt-dlp, safely enough for a public Space.
 
 `fetch_audio(url)` downloads the best audio of a YouTube (or any other yt-dlp site) page or of a direct link
-to a media file into a per-request temporary folder, decodes it with `audio.load_audio` and removes the folder
-when the `with` block ends, whatever happens. Every failure is a `FetchError` with one clear sentence.
+to a media file into a per-request folder under `FETCH_ROOT`, decodes it with `audio.load_audio` and removes the
+folder when the `with` block ends, whatever happens. Every failure is a `FetchError` with one clear sentence.
 
-Safety (server-side request forgery): only http/https, and unless `QASR_ALLOW_PRIVATE_URLS=1` no request may
-reach a loopback, private, link-local, multicast, reserved or cloud-metadata address. That is enforced three
-times: on the URL before yt-dlp starts; before every request yt-dlp sends, redirect hops included (a requests
-`Session.send` wrapper inside our own yt-dlp request handler, which is the only HTTP handler the downloader
-gets); and on the address each new connection actually reached (`getpeername`), which closes the DNS-rebinding
-gap between our lookup and the connection's own. Limits: under rebinding a TCP handshake (no request bytes) can
-still reach a private address before it is refused, and connections through an HTTP(S)_PROXY from the
-environment are checked by host name only, since the proxy does the final lookup. yt-dlp never hands a URL to
-ffmpeg here (native downloaders only, and its ffmpeg is disabled), because ffmpeg would bypass the guard.
+Bounded from the first byte: one deadline (`QASR_URL_DEADLINE`, from the moment `fetch_audio` starts) and one
+byte budget (`QASR_MAX_UPLOAD_MB`) cover extraction, every page body and the download. Every response yt-dlp
+opens goes through `YoutubeDL.urlopen`, whose reads are counted and taken in bounded pieces, so a huge page is
+refused once the budget is spent rather than after it is all in memory. When the deadline passes, a timer shuts
+down every socket the fetch opened, so even a read blocked on a server that trickles a byte every few seconds
+returns at once, and no new connection is allowed.
 
-YouTube: its extractor needs a JavaScript runtime to solve the player challenges; install
-`yt-dlp[default,deno]` (the yt-dlp-ejs solver scripts and the deno binary). From a data-centre IP YouTube often
-answers "Sign in to confirm you're not a bot"; `QASR_YTDLP_COOKIES` may name a Netscape cookies file exported
-from a logged-in browser, which each request uses through a private copy (yt-dlp writes the jar back).
+Safety (server-side request forgery): only http/https, and unless `QASR_ALLOW_PRIVATE_URLS=1` no connection may
+reach a loopback, private, link-local, multicast, reserved or cloud-metadata address. The rule is enforced where
+it cannot be bypassed: a `socket.connect` audit hook (`sys.addaudithook`, public API) sees the numeric address of
+every connection the fetching thread makes, redirect hops, retries and fragments included, and refuses before
+the connection is attempted. It is scoped to fetch work by a context variable, so the rest of the process is
+unaffected; yt-dlp runs in the calling thread (one fragment at a time, no worker threads). It fails closed: before
+each fetch a self-test must see the hook refuse a loopback connect, and if it does not, or if a package that opens
+connections outside Python's sockets is installed (yt-dlp's curl_cffi handler), URL input answers 503 instead.
+Proxies from the environment are ignored (yt-dlp connects directly), so every connection is one the hook checks.
+The URL's host is also checked before yt-dlp starts, and the format URLs before the download, for a fast,
+friendly error. yt-dlp never hands a URL to ffmpeg here (native downloaders only, and its ffmpeg is disabled).
+
+YouTube: its extractor needs a JavaScript runtime to solve the player challenges; the `deno` package ships the
+binary, which is handed to yt-dlp by path (so it works off PATH too); deno runs the solver with no network
+access. From a data-centre IP YouTube often answers "Sign in to confirm you're not a bot"; `QASR_YTDLP_COOKIES`
+may name a Netscape cookies file exported from a logged-in browser, which each request uses through a private
+copy (yt-dlp writes the jar back).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
+import errno
 import functools
+import importlib.util
 import ipaddress
 import logging
 import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
+import threading
 import time
 import urllib.parse
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence, Union
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, format_duration, load_audio
-from .errors import AudioError, AudioTooLongError, FetchError
+from .errors import AudioError, AudioTooLongError, FetchError, shown
 from .settings import Settings
 
 _logger = logging.getLogger(__name__)
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
-#: A whole download (after extraction) may take at most this long, however slowly the server trickles data.
-DOWNLOAD_DEADLINE_SECONDS = 1800.0
+#: Every fetch's temporary folder lives under this one root (swept for leftovers elsewhere).
+FETCH_ROOT = os.path.join(tempfile.gettempdir(), "qasr-fetch")
 
-#: yt-dlp protocols whose downloaders fetch through `YoutubeDL.urlopen`, i.e. through the guard.
+#: yt-dlp protocols whose downloaders fetch through `YoutubeDL.urlopen`, i.e. within the budget.
 _GUARDED_PROTOCOLS = frozenset({
     "http", "https", "m3u8", "m3u8_native", "http_dash_segments", "http_dash_segments_generator", "f4m", "ism",
 })
+
+#: Packages through which yt-dlp would open connections outside Python's sockets, where the hook cannot see them.
+_UNGUARDED_TRANSPORTS = ("curl_cffi",)
+
+#: Schemes `YoutubeDL.urlopen` may open: the web, and `data:` URLs (inline manifests; no network).
+_OPENABLE_SCHEMES = frozenset({"http", "https", "data"})
+
+#: How much a response read without a size takes at a time, so the budget is checked as the body arrives.
+_READ_PIECE = 64 * 1024
 
 #: Names that always mean this machine or the cloud metadata service: answered without a DNS lookup.
 _KNOWN_NAMES = {
@@ -112,7 +137,10 @@ def _system_resolve(host: str, port: int) -> list[str]:
 
 @dataclass(frozen=True)
 class AddressPolicy:
-    """How the guard resolves a host and which addresses count as public; a seam for tests, defaults for real use."""
+    """How the guard resolves a host and which addresses count as public; a seam for tests, defaults for real use.
+
+    `resolve` serves the early host checks only; the connect hook judges the address each connection really uses.
+    """
 
     resolve: Callable[[str, int], Sequence[str]] = _system_resolve
     is_public: Callable[[IPAddress], bool] = is_public_address
@@ -142,14 +170,18 @@ def fetch_audio(
 ) -> Iterator[FetchedAudio]:
     """Download and decode the audio of `url`; the temporary folder is removed when the block ends.
 
-    Raises `FetchError` (one sentence) for a refused or broken URL, a live stream, a file over
-    `settings.max_upload_mb` or audio over `settings.max_audio_seconds`. `policy` is for tests only.
+    Raises `FetchError` (one sentence) for a refused or broken URL, a live stream, more than
+    `settings.max_upload_mb` read, more than `settings.url_deadline_seconds` taken, audio over
+    `settings.max_audio_seconds`, or a server where the connection guard is not in force (503).
+    `policy` is for tests only.
     """
     settings = settings or Settings.from_env()
     url = url.strip()
+    guard = _Guard(settings, policy or AddressPolicy())  # the deadline counts from here
     check_url_allowed(url, settings, policy=policy)
-    guard = _Guard(settings, policy or AddressPolicy())
-    tmpdir = tempfile.mkdtemp(prefix="qasr-fetch-")
+    _require_connect_guard()
+    os.makedirs(FETCH_ROOT, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(dir=FETCH_ROOT)
     try:
         fetched = _download(url, settings, guard, tmpdir)
         yield fetched
@@ -158,7 +190,7 @@ def fetch_audio(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The address guard
+# The address rules
 
 
 def _split_url(url: str) -> tuple[str, int]:
@@ -167,14 +199,18 @@ def _split_url(url: str) -> tuple[str, int]:
         parts = urllib.parse.urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise FetchError(f"'{_short(url)}' is not a valid URL ({exc}); paste the full http(s) address.") from exc
+        raise FetchError(f"{shown(url)} is not a valid URL ({exc}); paste the full http(s) address.") from exc
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        shown = f"{scheme}://" if scheme else "a URL without a scheme"
-        raise FetchError(f"Only http:// and https:// URLs can be fetched, not {shown}; paste a web address.")
+        raise _scheme_refusal(scheme)
     if not parts.hostname:
-        raise FetchError(f"'{_short(url)}' has no host name; paste the full http(s) address.")
+        raise FetchError(f"{shown(url)} has no host name; paste the full http(s) address.")
     return parts.hostname, port or (443 if scheme == "https" else 80)
+
+
+def _scheme_refusal(scheme: str) -> FetchError:
+    shown_scheme = f"{scheme}://" if scheme else "a URL without a scheme"
+    return FetchError(f"Only http:// and https:// URLs can be fetched, not {shown_scheme}; paste a web address.")
 
 
 def _check_host(host: str, port: int, policy: AddressPolicy) -> None:
@@ -219,119 +255,283 @@ def _private_refusal(host: str, address: IPAddress) -> FetchError:
     )
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The guard: the connect hook, the deadline and the byte budget of one fetch
+
+#: The guard of the fetch running in this context, if any; the audit hook acts only where one is set.
+_CURRENT_GUARD: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar("qasr_fetch_guard", default=None)
+_HOOK_LOCK = threading.Lock()
+_hook_added = False
+
+
+class _ConnectRefused(PermissionError):
+    """Raised by the audit hook in place of a connection the guard forbids; the connect is never attempted."""
+
+
 class _Guard:
-    """One request's view of the address rules; remembers the first refusal so it beats yt-dlp's wording."""
+    """One fetch's rules and limits; remembers its first failure so that it beats yt-dlp's wording."""
 
     def __init__(self, settings: Settings, policy: AddressPolicy) -> None:
-        self.enabled = not settings.allow_private_urls
+        self.enforce = not settings.allow_private_urls
         self.policy = policy
-        self.refusal: FetchError | None = None
+        self.budget = int(settings.max_upload_mb * 1024 * 1024)
+        self.bytes_read = 0
+        self.error: FetchError | None = None
+        self._settings = settings
+        self._deadline = time.monotonic() + settings.url_deadline_seconds
+        self._stopped = False
+        self._sockets: list[tuple[Callable[[], Any], int, tuple[int, int] | None]] = []
+        self._lock = threading.Lock()
+
+    def fail(self, error: FetchError) -> FetchError:
+        """Record `error` unless an earlier failure is already recorded; return the one that stands."""
+        with self._lock:
+            self.error = self.error or error
+            return self.error
 
     def check_url(self, url: str) -> None:
-        """Before any request (every redirect hop included): scheme, host name and its resolved addresses."""
+        """Scheme, host name and its resolved addresses of a URL about to be opened (a friendly early check)."""
         try:
             host, port = _split_url(url)
-            if self.enabled:
+            if self.enforce:
                 _check_host(host, port, self.policy)
         except FetchError as exc:
-            self.refusal = self.refusal or exc
+            self.fail(exc)
             raise
 
-    def check_peer(self, host: str, peer: str) -> None:
-        """After a connection is made: the address it actually reached (closes the DNS-rebinding gap)."""
-        if not self.enabled:
-            return
-        address = ipaddress.ip_address(peer.split("%", 1)[0])
-        if not self.policy.is_public(address):
-            exc = _private_refusal(host, address)
-            self.refusal = self.refusal or exc
-            raise exc
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Scope the connect hook to this guard in this context, and stop everything at the deadline."""
+        remaining = max(0.0, self._deadline - time.monotonic())
+        timer = threading.Timer(remaining, self.stop, (_deadline_error(self._settings),))
+        timer.daemon = True
+        token = _CURRENT_GUARD.set(self)
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            _CURRENT_GUARD.reset(token)
+
+    def stop(self, error: FetchError) -> None:
+        """Fail the fetch: shut down every socket it opened (blocked reads return at once) and refuse new ones."""
+        with self._lock:
+            self.error = self.error or error
+            self._stopped = True
+            sockets, self._sockets = self._sockets, []
+        for sock_ref, fd, identity in sockets:
+            _shut_down(sock_ref(), fd, identity)
+
+    def count(self, nbytes: int) -> None:
+        """Add bytes read to the budget; over it, the fetch is stopped."""
+        self.bytes_read += nbytes
+        if self.bytes_read > self.budget:
+            self.stop(_over_budget(self._settings))
+
+    def on_connect(self, sock: Any, address: Any) -> None:
+        """The `socket.connect` audit event: refuse what the rules forbid, before connecting; else remember it."""
+        try:
+            refusal = self._connect_refusal(sock, address)
+        except Exception:  # a bug in the check must not let the connection through
+            refusal = FetchError("The address check failed on this server, so the URL was not fetched; try again.")
+        with self._lock:
+            if refusal is None and not self._stopped:
+                self._sockets.append(_socket_handle(sock))
+                return
+            reason = refusal or self.error
+            self.error = self.error or reason
+        raise _ConnectRefused(errno.EACCES, str(reason))
+
+    def _connect_refusal(self, sock: Any, address: Any) -> FetchError | None:
+        if not self.enforce:
+            return None
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(address, tuple):
+            return FetchError(
+                f"Refused a connection to {shown(address)}, which is not an internet address, so the URL was "
+                "not fetched; upload the file instead."
+            )
+        host = str(address[0])
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return FetchError(
+                f"Refused to connect to {shown(host)} by name (only checked numeric addresses are allowed), so "
+                "the URL was not fetched; upload the file instead."
+            )
+        scoped = len(address) >= 4 and bool(address[3])
+        if scoped or not self.policy.is_public(ip):
+            return _private_refusal(host, ip)
+        return None
+
+
+def _socket_handle(sock: Any) -> tuple[Callable[[], Any], int, tuple[int, int] | None]:
+    """What `_shut_down` needs later: the socket (weakly), its descriptor and the identity of the socket behind it."""
+    fd = sock.fileno()
+    try:
+        sock_ref: Callable[[], Any] = weakref.ref(sock)
+    except TypeError:  # a bare _socket.socket
+        sock_ref = lambda: None  # noqa: E731
+    try:
+        stat = os.fstat(fd)
+        identity: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
+    except OSError:
+        identity = None
+    return sock_ref, fd, identity
+
+
+def _shut_down(sock: Any, fd: int, identity: tuple[int, int] | None) -> None:
+    """Shut a connection down in both directions, whoever holds it now.
+
+    An SSL wrapper takes the descriptor over from the socket the hook saw (which is then detached), so the
+    descriptor is used through a duplicate, and only while it still names the same socket.
+    """
+    try:
+        if sock is not None and sock.fileno() == fd:
+            sock.shutdown(socket.SHUT_RDWR)
+        elif identity is not None:
+            with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as same:
+                stat = os.fstat(same.fileno())
+                if (stat.st_dev, stat.st_ino) == identity:
+                    same.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing left to stop
+
+
+def _audit(event: str, args: tuple) -> None:
+    """The process-wide audit hook: hands `socket.connect` to the guard of the fetch in scope, if any."""
+    if event == "socket.connect":
+        guard = _CURRENT_GUARD.get()
+        if guard is not None:
+            guard.on_connect(*args)
+
+
+def _add_audit_hook() -> None:
+    """Install the audit hook, once per process (audit hooks cannot be removed)."""
+    global _hook_added
+    with _HOOK_LOCK:
+        if not _hook_added:
+            sys.addaudithook(_audit)
+            _hook_added = True
+
+
+def _connect_guard_problem() -> str | None:
+    """Why the connect guard cannot be trusted in this process, or None when a self-test shows it in force."""
+    for name in _UNGUARDED_TRANSPORTS:
+        if importlib.util.find_spec(name) is not None:
+            return f"the '{name}' package is installed and yt-dlp would connect through it unchecked; uninstall it"
+    _add_audit_hook()
+    probe = _Guard(Settings(allow_private_urls=False), AddressPolicy(is_public=lambda ip: False))
+    with socket.socket() as target, socket.socket() as client:
+        target.bind(("127.0.0.1", 0))  # bound but not listening: even an unchecked connect would reach nothing
+        token = _CURRENT_GUARD.set(probe)
+        try:
+            client.connect(target.getsockname())
+        except _ConnectRefused:
+            if probe.error is not None:
+                return None
+        except OSError:
+            pass
+        finally:
+            _CURRENT_GUARD.reset(token)
+    return "its connect hook failed a self-test (another audit hook may have kept it out); run without that hook"
+
+
+def _require_connect_guard() -> None:
+    """Refuse to fetch (503) unless the connect guard is in force."""
+    problem = _connect_guard_problem()
+    if problem is not None:
+        err = FetchError(
+            f"URL input is turned off on this server because the address guard is not in force: {problem}."
+        )
+        err.status_code = 503
+        raise err
+
+
+def _deadline_error(settings: Settings) -> FetchError:
+    seconds = settings.url_deadline_seconds
+    limit = f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+    return FetchError(
+        f"Fetching this URL took longer than {limit} and was stopped (the server is too slow); try again later "
+        "or upload the file."
+    )
+
+
+def _over_budget(settings: Settings) -> FetchError:
+    err = FetchError(
+        f"This URL sent more than this server's {settings.max_upload_mb:g} MB limit (pages and media together), so "
+        "it is too large to fetch; link a shorter recording or the media file itself."
+    )
+    err.status_code = 413
+    return err
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# yt-dlp with the guard wired into its HTTP
+# yt-dlp, with every response it opens counted against the guard
 
 
 @functools.lru_cache(maxsize=None)
 def _guarded_ydl_class() -> type:
-    """Build (once) the YoutubeDL subclass whose only HTTP handler checks every hop and every connection.
+    """Build (once) the YoutubeDL subclass whose `urlopen` checks the scheme and counts every byte read.
 
     Imported lazily: yt-dlp takes about a second to import and only URL input needs it.
     """
-    import urllib3
-    import urllib3.connection
-    import urllib3.exceptions
     import yt_dlp
-    from yt_dlp.networking._requests import RequestsRH
-    from yt_dlp.networking._urllib import UrllibRH
     from yt_dlp.networking.exceptions import RequestError
 
-    class GuardRefused(RequestError):
+    class GuardStopped(RequestError):
         """Raised inside yt-dlp's networking so it unwinds like any failed request."""
-
-    class PeerCheck:
-        _qasr_guard: _Guard
-
-        def _new_conn(self):  # type: ignore[no-untyped-def]
-            sock = super()._new_conn()  # type: ignore[misc]
-            try:
-                self._qasr_guard.check_peer(self.host, sock.getpeername()[0])  # type: ignore[attr-defined]
-            except FetchError as exc:
-                sock.close()
-                raise urllib3.exceptions.NewConnectionError(self, str(exc)) from exc
-            return sock
-
-    def guard_pool_manager(manager: Any, guard: _Guard) -> None:
-        extra = {"_qasr_guard": guard}
-        http_conn = type("QasrHTTPConnection", (PeerCheck, urllib3.connection.HTTPConnection), extra)
-        https_conn = type("QasrHTTPSConnection", (PeerCheck, urllib3.connection.HTTPSConnection), extra)
-        manager.pool_classes_by_scheme = {
-            "http": type("QasrHTTPConnectionPool", (urllib3.HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-            "https": type("QasrHTTPSConnectionPool", (urllib3.HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
-        }
-
-    class QasrGuardedRequestsRH(RequestsRH):
-        """yt-dlp's requests handler, with the guard before every hop and on every new direct connection."""
-
-        RH_NAME = "qasr-guarded-requests"
-        qasr_guard: _Guard
-
-        def _create_instance(self, cookiejar, legacy_ssl_support=None):  # type: ignore[no-untyped-def]
-            session = super()._create_instance(cookiejar=cookiejar, legacy_ssl_support=legacy_ssl_support)
-            guard = self.qasr_guard
-            send = session.send  # requests' redirect loop calls session.send for each hop
-
-            def guarded_send(request, **kwargs):  # type: ignore[no-untyped-def]
-                try:
-                    guard.check_url(request.url)
-                except FetchError as exc:
-                    raise GuardRefused(str(exc)) from exc
-                return send(request, **kwargs)
-
-            session.send = guarded_send
-            for adapter in {id(a): a for a in session.adapters.values()}.values():
-                guard_pool_manager(adapter.poolmanager, guard)
-            return session
-
-    class QasrDataUrlRH(UrllibRH):
-        """`data:` URLs (some extractors use them for manifests); no network involved."""
-
-        RH_NAME = "qasr-data-urls"
-        _SUPPORTED_URL_SCHEMES = ("data",)
 
     class GuardedYoutubeDL(yt_dlp.YoutubeDL):
         def __init__(self, params: dict, guard: _Guard) -> None:
             self._qasr_guard = guard
             super().__init__(params)
 
-        @functools.cached_property
-        def _request_director(self):  # type: ignore[no-untyped-def, override]
-            director = self.build_request_director([QasrGuardedRequestsRH, QasrDataUrlRH])
-            for handler in director.handlers.values():
-                handler.qasr_guard = self._qasr_guard
-            return director
+        def urlopen(self, req: Any) -> Any:
+            guard = self._qasr_guard
+            url = req if isinstance(req, str) else str(getattr(req, "url", None) or getattr(req, "full_url", ""))
+            scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+            if scheme not in _OPENABLE_SCHEMES:
+                raise GuardStopped(str(guard.fail(_scheme_refusal(scheme))))
+            if guard.error is not None:
+                raise GuardStopped(str(guard.error))
+            try:
+                response = super().urlopen(req)
+            except RequestError as exc:
+                redirect = re.search(r"\b([a-z][a-z0-9+.-]*)://", str(exc), re.IGNORECASE)
+                if redirect and redirect.group(1).lower() not in ("http", "https"):  # a redirect to file:// etc.
+                    guard.fail(_scheme_refusal(redirect.group(1).lower()))
+                raise
+            response.read = functools.partial(_counted_read, response.read, response.close, guard, GuardStopped)
+            return response
 
     return GuardedYoutubeDL
+
+
+def _counted_read(
+    read: Callable[[int], bytes], close: Callable[[], None], guard: _Guard, stopped: type, amt: int | None = None
+) -> bytes:
+    """A response's `read` within the budget: never more than it allows at once, and bounded pieces for read().
+
+    Once the fetch has failed (budget, deadline, refusal) the response is closed, so the server sees the hang-up now.
+    """
+    if amt is None or amt < 0:
+        return b"".join(iter(lambda: _counted_read(read, close, guard, stopped, _READ_PIECE), b""))
+    data = read(min(amt, max(guard.budget - guard.bytes_read, 0) + 1))
+    guard.count(len(data))
+    if guard.error is not None:
+        close()
+        raise stopped(str(guard.error))
+    return data
+
+
+def _js_runtimes() -> dict:
+    """yt-dlp's JavaScript runtime for YouTube: the `deno` package's binary by path, else deno from PATH."""
+    try:
+        from deno import find_deno_bin
+
+        return {"deno": {"path": find_deno_bin()}}
+    except (ImportError, OSError):
+        return {"deno": {}}
 
 
 class _Log:
@@ -350,7 +550,7 @@ class _Log:
 
 
 class _StopDownload(Exception):
-    """Raised from the progress hook when a download passes the size limit or the deadline."""
+    """Raised from the progress hook when a download passes the size limit."""
 
 
 def _download(url: str, settings: Settings, guard: _Guard, tmpdir: str) -> FetchedAudio:
@@ -359,7 +559,6 @@ def _download(url: str, settings: Settings, guard: _Guard, tmpdir: str) -> Fetch
 
     max_bytes = int(settings.max_upload_mb * 1024 * 1024)
     log = _Log()
-    started = [0.0]
     hook_stop: list[FetchError] = []
 
     def progress(status: dict) -> None:
@@ -367,11 +566,6 @@ def _download(url: str, settings: Settings, guard: _Guard, tmpdir: str) -> Fetch
         total = status.get("total_bytes") or 0
         if max(done, total) > max_bytes:
             hook_stop.append(_too_large(settings, None))
-            raise _StopDownload()
-        if started[0] and time.monotonic() - started[0] > DOWNLOAD_DEADLINE_SECONDS:
-            hook_stop.append(FetchError(
-                f"The download took longer than {DOWNLOAD_DEADLINE_SECONDS / 60:.0f} min and was stopped "
-                "(the server is too slow); try again later or upload the file."))
             raise _StopDownload()
 
     params: dict[str, Any] = {
@@ -393,6 +587,10 @@ def _download(url: str, settings: Settings, guard: _Guard, tmpdir: str) -> Fetch
         "fragment_retries": settings.url_retries,
         "extractor_retries": settings.url_retries,
         "progress_hooks": [progress],
+        # Connect directly, never through a proxy from the environment: the connect hook checks every address.
+        "proxy": "",
+        # One fragment at a time, in this thread: the hook's scope is this thread's context.
+        "concurrent_fragment_downloads": 1,
         # Never let ffmpeg fetch a URL (it would bypass the guard): native downloaders only, ffmpeg disabled.
         "external_downloader": {"default": "native"},
         "hls_prefer_native": True,
@@ -400,38 +598,38 @@ def _download(url: str, settings: Settings, guard: _Guard, tmpdir: str) -> Fetch
         "fixup": "never",
         "updatetime": False,
         "check_formats": False,
+        "js_runtimes": _js_runtimes(),
     }
     if settings.ytdlp_cookies:
         params["cookiefile"] = _private_cookies(settings.ytdlp_cookies, tmpdir)
 
     try:
         ydl_class = _guarded_ydl_class()
-    except ImportError as exc:  # requests/urllib3 missing: the guarded handler cannot exist, so nothing is fetched
+    except ImportError as exc:  # yt-dlp missing: nothing can be fetched
         err = FetchError(f"URL input is not available on this server ({exc}); install 'yt-dlp[default]'.")
         err.status_code = 503
         raise err from exc
     try:
-        with ydl_class(params, guard) as ydl:
+        with guard.active(), ydl_class(params, guard) as ydl:
             info = ydl.extract_info(url, download=False)
             entry = _first_entry(info, settings, log)
             _check_info(entry, settings, guard)
-            started[0] = time.monotonic()
             done = ydl.process_ie_result(entry, download=True)
     except _StopDownload:
-        raise hook_stop[0] from None
+        raise (guard.error or hook_stop[0]) from None
     except FetchError:
         raise
     except Exception as exc:  # yt-dlp's DownloadError and whatever else escapes it: never a traceback
+        if guard.error is not None:
+            raise guard.error from None
         if hook_stop:
             raise hook_stop[0] from None
-        if guard.refusal is not None:
-            raise guard.refusal from None
         if not isinstance(exc, (DownloadError, YoutubeDLError, OSError)):
             _logger.debug("unexpected error from yt-dlp for %s", url, exc_info=True)
         raise _explain(exc, url, settings, log) from None
 
-    if guard.refusal is not None:  # e.g. one HLS fragment refused and skipped: refuse the whole thing
-        raise guard.refusal
+    if guard.error is not None:  # e.g. one HLS fragment refused and skipped, or the deadline hit at the very end
+        raise guard.error
     path = _downloaded_path(done, tmpdir)
     if path is None:
         raise _nothing_downloaded(settings, log)
@@ -596,7 +794,7 @@ def _explain(exc: BaseException, url: str, settings: Settings, log: _Log) -> Fet
         if log.mentions(r"JavaScript runtime"):
             err = FetchError(
                 "YouTube offered no downloadable audio because this server has no JavaScript runtime for its "
-                "player challenges; the operator should install 'yt-dlp[default,deno]'."
+                "player challenges; the operator should install the 'deno' package."
             )
             err.status_code = 503
             return err
@@ -645,9 +843,3 @@ def _clean_ytdlp_message(chain: list[BaseException]) -> str:
     msg = re.split(r";\s*please report this issue|\s*\(caused by", msg)[0].strip()
     msg = " ".join(msg.split())[:300] or "unknown error"
     return msg if msg.endswith((".", "!", "?")) else msg + "."
-
-
-
-def _short(text: str, limit: int = 80) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,19 +1,22 @@
 """URL input: yt-dlp against a real HTTP server on 127.0.0.1, the private-address guard, limits and clean-up.
 
-Nothing here mocks yt-dlp or leaves 127.0.0.1: a process-wide audit hook records every socket connect and DNS
-lookup while these tests run, and refuses any connection to another host, so a broken guard fails loudly
-instead of reaching the network.
+Nothing here mocks yt-dlp or leaves 127.0.0.1: a process-wide audit hook, added after the fetch guard's own hook,
+records every socket connect the guard let through and every DNS lookup while these tests run, and refuses any
+connection to another host, so a broken guard fails loudly instead of reaching the network. tests/test_ssrf.py
+probes the guard against every kind of private target inside a network namespace of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import ipaddress
-import os
 import re
 import socket
+import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,11 +37,16 @@ from tests.media import suffix, tone, write_media
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 SLOW_SECONDS = 1.5  # how long the slow routes stall; the tests' socket timeout is far below it
 TIMEOUT = 0.3
+TRICKLE_INTERVAL = 0.25  # the trickle routes send one byte this often: no single read ever times out
+TRICKLE_MAX_SECONDS = 30.0  # ... and give up after this long, whatever the client does
+DEADLINE = 2.0  # the whole-fetch deadline of the trickle tests
+HUGE_TOTAL = 256 * 1024 * 1024  # what the huge page would send if nobody hung up
 
 # ------------------------------------------------------------------------------------------------------------------
 # Network audit: record connects and lookups; refuse any connection that is not to this machine's loopback.
 
 _AUDIT = {"on": False, "events": []}
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _audit(event: str, args: tuple) -> None:
@@ -54,6 +62,7 @@ def _audit(event: str, args: tuple) -> None:
         _AUDIT["events"].append(("lookup", str(args[0])))
 
 
+fetch._add_audit_hook()  # first, so that the hook below sees only the connections the guard let through
 sys.addaudithook(_audit)
 
 
@@ -70,12 +79,14 @@ def network_audit():
 
 @pytest.fixture(autouse=True)
 def temp_root(tmp_path, monkeypatch):
-    """Point `tempfile` at an empty folder and check that every test leaves it empty, pass or fail."""
+    """Point `tempfile` and `FETCH_ROOT` into an empty folder; check every test leaves nothing there, pass or fail."""
     root = tmp_path / "tmp-root"
     root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(root))
+    monkeypatch.setattr(fetch, "FETCH_ROOT", str(root / "qasr-fetch"))
     yield root
-    assert sorted(os.listdir(root)) == [], "fetch left temporary files behind"
+    left = [str(p.relative_to(root)) for p in root.rglob("*") if p.name != "qasr-fetch"]
+    assert left == [], "fetch left temporary files behind"
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -97,6 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # one request per connection; a body without Content-Length ends at close
     files: dict[str, tuple[bytes, str]] = {}
     seen: list[str] = []
+    hangups: list[tuple[str, float, int]] = []  # (route, time.monotonic(), bytes sent) when a client hung up
 
     def log_message(self, *args) -> None:
         pass
@@ -117,6 +129,16 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "page.html":
             self._send(200, b"<html><head><title>Just text</title></head><body><p>No media here.</p></body></html>",
                        "text/html; charset=utf-8")
+        elif route == "padded.html":  # ~40 KB of page before the player: page and media share one budget
+            page = (
+                "<html><head><title>Padded</title></head><body><!-- " + "pad " * 10_000 + "-->"
+                '<audio controls src="/media/big.wav"></audio></body></html>'
+            )
+            self._send(200, page.encode(), "text/html; charset=utf-8")
+        elif route == "trickle":
+            self._trickle(name)
+        elif route == "huge.html":
+            self._huge()
         elif route == "player.html":
             page = (
                 "<html><head><title>Two clips</title></head><body>"
@@ -151,6 +173,40 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[4096:])
         else:
             self._send(404, b"not found", "text/plain")
+
+    def _trickle(self, name: str) -> None:
+        """Headers at once, then one byte every TRICKLE_INTERVAL: each read gets data long before any timeout."""
+        html = name.endswith(".html")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8" if html else "audio/wav")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.flush()
+        started = time.monotonic()
+        sent = 0
+        try:
+            while time.monotonic() - started < TRICKLE_MAX_SECONDS:
+                self.wfile.write(b"<" if html else b"R")
+                self.wfile.flush()
+                sent += 1
+                time.sleep(TRICKLE_INTERVAL)
+        except OSError:
+            self.hangups.append((f"trickle/{name}", time.monotonic(), sent))
+
+    def _huge(self) -> None:
+        """An endless-looking HTML page (no Content-Length) of up to HUGE_TOTAL bytes, sent as fast as it goes."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.end_headers()
+        chunk = b"<p>" + b"x" * (64 * 1024 - 7) + b"</p>"
+        sent = 0
+        try:
+            self.wfile.write(b"<html><head><title>Huge</title></head><body>")
+            while sent < HUGE_TOTAL:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except OSError:
+            self.hangups.append(("huge.html", time.monotonic(), sent))
 
     def _send(self, status: int, body: bytes, ctype: str) -> None:
         self.send_response(status)
@@ -193,12 +249,13 @@ def server(tmp_path_factory):
                             "application/vnd.apple.mpegurl")
     files["sneaky.m3u8"] = ((playlist + "#EXTINF:1.0,\nseg0.ts\n#EXTINF:1.0,\nhttp://169.254.169.254/seg1.ts\n"
                              "#EXT-X-ENDLIST\n").encode(), "application/vnd.apple.mpegurl")
-    handler = type("Handler", (_Handler,), {"files": files, "seen": []})
+    handler = type("Handler", (_Handler,), {"files": files, "seen": [], "hangups": []})
     httpd = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.seen = handler.seen
+    httpd.hangups = handler.hangups
     yield httpd
     httpd.shutdown()
     httpd.server_close()
@@ -379,7 +436,7 @@ def test_fetches_direct_media_links(server, fmt, temp_root):
         assert float(np.abs(fetched.audio).max()) > 0.1, "decoded real sound, not silence"
         path = Path(fetched.path)
         assert path.is_file() and path.suffix == suffix(fmt)
-        assert path.parent.parent == temp_root and path.parent.name.startswith("qasr-fetch-")
+        assert path.parent.parent == Path(fetch.FETCH_ROOT) == temp_root / "qasr-fetch"
     assert not path.exists() and not path.parent.exists()
 
 
@@ -471,12 +528,13 @@ def test_redirect_to_a_private_address_is_refused_before_connecting(server, netw
 
 
 def test_connection_that_reaches_a_private_address_is_refused(server, network_audit):
-    """DNS rebinding: the guard's lookup says public, but the connection lands on loopback; nothing is sent."""
+    """DNS rebinding: the early lookup says public, but the connection would land on loopback; it is never made."""
     port = server.server_address[1]
     fake_rebinding_dns = AddressPolicy(resolve=_fake_dns({"localhost": ["93.184.216.34"]}))
     before = len(server.seen)
     error = _fetch_error(f"http://localhost:{port}/media/tone.wav", _guarded(), policy=fake_rebinding_dns)
-    assert str(error).startswith("Refused to fetch from 'localhost'") and "127.0.0.1" in str(error)
+    assert str(error).startswith("Refused to fetch from '127.0.0.1'"), str(error)
+    assert not [host for kind, host in network_audit if kind == "connect"], "no connection was attempted"
     assert len(server.seen) == before, "the request never reached the server"
 
 
@@ -490,6 +548,188 @@ def test_cookies_file_is_used_through_a_private_copy(server, tmp_path):
 
     error = _fetch_error(f"{server.base}/media/tone.wav", _open(ytdlp_cookies=str(tmp_path / "missing.txt")))
     assert "QASR_YTDLP_COOKIES" in str(error)
+
+
+def test_environment_proxies_are_ignored(server, monkeypatch, network_audit):
+    """yt-dlp connects directly, so every connection is one the guard checks; a proxy would hide the target."""
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # the discard port: nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with fetch_audio(f"{server.base}/media/tone.wav", _open()) as fetched:
+        assert fetched.duration == pytest.approx(2.0, abs=0.05)
+    assert "/media/tone.wav" in server.seen
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# One deadline and one byte budget for the whole fetch
+
+
+def _hangup(server, route: str, after: float, timeout: float = 10.0) -> tuple[float, int]:
+    """(when, bytes sent) of the first time after `after` that a client hung up on `route`, waiting for it."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = [(when, sent) for name, when, sent in server.hangups if name == route and when >= after]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    pytest.fail(f"the server never saw the client hang up on {route}")
+
+
+@pytest.mark.parametrize("name", ["page.html", "tone.wav"])  # a page during extraction; media during the download
+def test_server_that_trickles_bytes_is_stopped_at_the_deadline(server, name):
+    settings = dataclasses.replace(_open(), url_deadline_seconds=DEADLINE)  # per-read timeout 5 s: never reached
+    server.hangups.clear()
+    started = time.monotonic()
+    error = _fetch_error(f"{server.base}/trickle/{name}", settings)
+    elapsed = time.monotonic() - started
+    assert str(error) == (
+        f"Fetching this URL took longer than {DEADLINE:g} s and was stopped (the server is too slow); "
+        "try again later or upload the file."
+    )
+    assert DEADLINE - 0.1 < elapsed < DEADLINE + 3, elapsed
+    when, sent = _hangup(server, f"trickle/{name}", after=started + DEADLINE - 0.1)
+    assert when - started < DEADLINE + 3 < TRICKLE_MAX_SECONDS, "the connection was shut down at the deadline"
+
+
+def test_deadline_counts_from_the_start_of_the_fetch(server):
+    error = _fetch_error(f"{server.base}/media/tone.wav", dataclasses.replace(_open(), url_deadline_seconds=0))
+    assert "took longer than 0 s" in str(error)
+
+
+@pytest.mark.parametrize("taken_over", [False, True])
+def test_stopping_a_fetch_ends_a_blocked_read(taken_over):
+    """The deadline's shutdown reaches a socket even after an SSL wrapper took its descriptor over (`detach`)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        guard = fetch._Guard(_open(), AddressPolicy())
+        with guard.active():
+            sock = socket.socket()
+            sock.connect(listener.getsockname())
+        if taken_over:
+            sock = socket.socket(fileno=sock.detach())  # what ssl.SSLSocket does with the socket it wraps
+        peer, _ = listener.accept()
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(sock.recv(65536)))
+        reader.start()
+        time.sleep(0.2)
+        assert reader.is_alive(), "the read is blocked: the peer sends nothing"
+        guard.stop(FetchError("stopped"))
+        reader.join(5)
+        assert got == [b""], "the blocked read returned at once"
+        sock.close()
+        peer.close()
+
+
+def test_huge_page_is_refused_by_the_byte_budget_without_reading_it_all(server):
+    server.hangups.clear()
+    started = time.monotonic()
+    error = _fetch_error(f"{server.base}/huge.html", _open(max_upload_mb=1))
+    assert str(error).startswith("This URL sent more than this server's 1 MB limit (pages and media together)")
+    assert "too large" in str(error) and error.status_code == 413
+    when, sent = _hangup(server, "huge.html", after=started)
+    assert sent < 64 * 1024 * 1024 < HUGE_TOTAL, f"the client hung up after {sent} bytes, not at the end"
+    assert time.monotonic() - started < 15
+
+
+def test_pages_and_media_share_one_byte_budget(server):
+    settings = _open(max_upload_mb=0.2)  # 205 KB: big.wav (188 KB) alone fits, with the 40 KB page before it not
+    with fetch_audio(f"{server.base}/media/big.wav", settings) as fetched:
+        assert fetched.duration == pytest.approx(6.0, abs=0.05)
+    error = _fetch_error(f"{server.base}/padded.html", settings)
+    assert "0.2 MB limit (pages and media together)" in str(error) and error.status_code == 413
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The connect guard: scoped to fetch work, and in force or nothing is fetched
+
+
+def test_connect_hook_acts_only_inside_a_fetch(server):
+    guard = fetch._Guard(_guarded(), AddressPolicy())
+    address = ("127.0.0.1", server.server_address[1])
+    with guard.active():
+        with socket.socket() as sock, pytest.raises(PermissionError, match="Refused to fetch from '127.0.0.1'"):
+            sock.connect(address)
+        other_thread: list[BaseException | None] = []
+
+        def connect_elsewhere() -> None:
+            try:
+                socket.create_connection(address, timeout=5).close()
+                other_thread.append(None)
+            except OSError as exc:
+                other_thread.append(exc)
+
+        thread = threading.Thread(target=connect_elsewhere)
+        thread.start()
+        thread.join(10)
+        assert other_thread == [None], "another thread (another request's context) is not affected"
+    socket.create_connection(address, timeout=5).close()  # after the fetch: unaffected
+    assert str(guard.error).startswith("Refused to fetch from '127.0.0.1'")
+
+
+def test_connect_hook_refuses_names_and_non_internet_sockets(tmp_path):
+    guard = fetch._Guard(_open(max_upload_mb=1), AddressPolicy())
+    strict = fetch._Guard(_guarded(), AddressPolicy())
+    with strict.active():
+        with socket.socket() as sock, pytest.raises(PermissionError, match="by name"):
+            sock.connect(("localhost", 9))
+        with socket.socket(socket.AF_UNIX) as sock, pytest.raises(PermissionError, match="not an internet address"):
+            sock.connect(str(tmp_path / "nothing.sock"))
+    with guard.active():  # QASR_ALLOW_PRIVATE_URLS: the address rule is lifted, the socket only remembered
+        with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+            sock.connect(("localhost", 9))
+    assert guard.error is None
+
+
+def test_fetch_is_refused_when_the_connect_hook_cannot_be_installed():
+    """A hook that vetoes new hooks (RuntimeError on 'sys.addaudithook') silently keeps ours out: fail closed."""
+    script = textwrap.dedent("""
+        import sys
+
+        def veto(event, args):
+            if event == "sys.addaudithook":
+                raise RuntimeError("no more audit hooks")
+
+        sys.addaudithook(veto)
+        from qasr_space.errors import FetchError
+        from qasr_space.fetch import fetch_audio
+        from qasr_space.settings import Settings
+
+        try:
+            with fetch_audio("http://127.0.0.1:9/a.wav", Settings(allow_private_urls=True, url_retries=0)):
+                print("fetched")
+        except FetchError as exc:
+            print(exc.status_code, exc)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "503 URL input is turned off on this server because the address guard is not in force: its connect hook "
+        "failed a self-test (another audit hook may have kept it out); run without that hook."
+    )
+
+
+def test_fetch_is_refused_when_curl_cffi_is_installed(server, tmp_path, monkeypatch, network_audit):
+    """yt-dlp's curl_cffi handler connects from C, where the hook cannot see: its presence turns URL input off."""
+    (tmp_path / "curl_cffi").mkdir()
+    (tmp_path / "curl_cffi" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    error = _fetch_error(f"{server.base}/media/tone.wav", _open())
+    assert error.status_code == 503
+    assert "the 'curl_cffi' package is installed" in str(error) and "uninstall it" in str(error)
+    assert not [host for kind, host in network_audit if kind == "connect"]
+
+
+def test_ytdlp_finds_the_deno_runtime_for_youtube():
+    """The `deno` package's binary is handed to yt-dlp by path; yt-dlp's own detection must accept it."""
+    import yt_dlp
+
+    log = fetch._Log()
+    with yt_dlp.YoutubeDL({"verbose": True, "logger": log, "js_runtimes": fetch._js_runtimes()}):
+        pass
+    line = next(line for line in log.lines if "JS runtimes:" in line)
+    assert re.search(r"JS runtimes: deno-\d", line) and "unsupported" not in line, line
 
 
 # ------------------------------------------------------------------------------------------------------------------
