@@ -19,6 +19,7 @@ from gradio import FileData
 from gradio.utils import get_upload_folder
 
 from . import __version__
+from .access import require_token, uploaded_file
 from .errors import AudioError, QasrError, UploadTooLargeError
 from .fetch import fetch_audio
 from .gpu import on_gpu
@@ -26,7 +27,7 @@ from .languages import ALIGNER_LANGUAGES, LANGUAGES, NAME_TO_CODE, normalize_lan
 from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
 from .results import Transcript
 from .settings import Settings
-from .transcribe import ALIGNER_MAX_SECONDS, align, prepare_audio, transcribe
+from .transcribe import ALIGNER_MAX_SECONDS, align, check_align_text, check_context, prepare_audio, transcribe
 from .ui import ServedFiles
 from .writers import write_transcript
 
@@ -67,7 +68,13 @@ def info(manager: ModelManager) -> dict[str, Any]:
             "max_audio_seconds": settings.max_audio_seconds,
             "min_audio_seconds": settings.min_audio_seconds,
             "max_align_seconds": ALIGNER_MAX_SECONDS,
+            "max_context_chars": settings.max_context_chars,
+            "max_align_chars": settings.max_align_chars,
+            "max_live_sessions": settings.max_live_sessions,
+            "max_live_seconds": settings.max_live_seconds,
+            "keep_minutes": settings.keep_minutes,
         },
+        "token_required": bool(settings.api_token),
         "batching": {
             "enabled": settings.batch_requests,
             "concurrent_requests": settings.concurrency_limit,
@@ -95,25 +102,31 @@ def register_api(manager: ModelManager) -> None:
         return align(audio, text, manager=manager, language=language)
 
     def transcribe_file(audio: FileData, model: str = DEFAULT_MODEL, language: str = "auto", context: str = "",
-                        timestamps: bool = False) -> tuple[dict, FileData, FileData]:
+                        timestamps: bool = False, request: gr.Request = None) -> tuple[dict, FileData, FileData]:
         with _user_errors():
-            name, forced = asr_model_name(model), normalize_language(language)
+            require_token(_authorization(request), settings)
+            name, forced, context, timestamps = _transcribe_options(model, language, context, timestamps, settings)
             samples = prepare_audio(_uploaded(audio, settings), settings)
-            result = transcribe_audio(samples, name, forced, (context or "").strip() or None, timestamps)
+            result = transcribe_audio(samples, name, forced, context, timestamps)
             return _with_subtitles(result, served)
 
     def transcribe_url(url: str, model: str = DEFAULT_MODEL, language: str = "auto", context: str = "",
-                       timestamps: bool = False) -> tuple[dict, FileData, FileData]:
+                       timestamps: bool = False, request: gr.Request = None) -> tuple[dict, FileData, FileData]:
         with _user_errors():
-            name, forced = asr_model_name(model), normalize_language(language)
-            with fetch_audio(url or "", settings) as fetched:
+            require_token(_authorization(request), settings)
+            name, forced, context, timestamps = _transcribe_options(model, language, context, timestamps, settings)
+            with fetch_audio(_text(url, "url"), settings) as fetched:
                 samples = prepare_audio(fetched.audio, settings)
-            result = transcribe_audio(samples, name, forced, (context or "").strip() or None, timestamps)
+            result = transcribe_audio(samples, name, forced, context, timestamps)
             return _with_subtitles(result, served)
 
-    def align_text(audio: FileData, text: str, language: str = "auto") -> tuple[dict, FileData, FileData]:
+    def align_text(audio: FileData, text: str, language: str = "auto",
+                   request: gr.Request = None) -> tuple[dict, FileData, FileData]:
         with _user_errors():
-            forced = normalize_language(language)
+            require_token(_authorization(request), settings)
+            text = _text(text, "text")
+            check_align_text(text, settings)
+            forced = normalize_language(_text(language, "language"))
             samples = prepare_audio(_uploaded(audio, settings), settings)
             return _with_subtitles(align_audio(samples, text, forced), served)
 
@@ -144,13 +157,36 @@ def _user_errors() -> Iterator[None]:
         raise gr.Error(str(exc)) from None
 
 
+def _authorization(request: gr.Request | None) -> str | None:
+    return request.headers.get("authorization") if request is not None else None
+
+
+def _text(value: Any, name: str) -> str:
+    """A text argument as sent by any client (raw HTTP included): None is empty, anything but text is refused."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise QasrError(f"`{name}` must be text, not {type(value).__name__}.")
+    return value
+
+
+def _transcribe_options(model: Any, language: Any, context: Any, timestamps: Any,
+                        settings: Settings) -> tuple[str, str | None, str | None, bool]:
+    """Model name, forced language, context and the timestamps flag, all checked before the audio is even read."""
+    if timestamps is not None and not isinstance(timestamps, bool):
+        raise QasrError(f"`timestamps` must be true or false, not {type(timestamps).__name__}.")
+    name, forced = asr_model_name(_text(model, "model")), normalize_language(_text(language, "language"))
+    context = _text(context, "context").strip() or None
+    check_context(context, settings)
+    return name, forced, context, bool(timestamps)
+
+
 def _uploaded(audio: Any, settings: Settings) -> str:
-    """The path Gradio stored the upload at, size-checked, not yet decoded."""
-    if not isinstance(audio, dict) or not isinstance(audio.get("path"), str):
+    """The path Gradio stored the upload at, confined to its upload folder and size-checked, not yet decoded.
+    Gradio itself checks file references that carry its `meta` marker; this also covers those that do not."""
+    if audio is None:
         raise AudioError("No audio file received. Send the file itself, e.g. with gradio_client's handle_file(path).")
-    path = audio["path"]
-    if not os.path.isfile(path):
-        raise AudioError("The uploaded audio file is missing on the server; upload it again.")
+    path = uploaded_file(audio.get("path") if isinstance(audio, dict) else None, get_upload_folder())
     check_upload_size(os.path.getsize(path), settings)
     return path
 

@@ -9,14 +9,15 @@ aligner where it covers the language. Errors are OpenAI's error JSON with a 4xx 
 On ZeroGPU the route answers 503: GPU time there is granted to Gradio requests only.
 
 Limits are enforced before any model work: the body is counted while it streams in (413 once over
-`QASR_MAX_UPLOAD_MB`), and the audio's duration is checked from its metadata before decoding (413). When
-`QASR_API_TOKEN` is set, requests need `Authorization: Bearer <token>` (401 otherwise).
+`QASR_MAX_UPLOAD_MB`) and spooled to a temporary file, not memory; the prompt's length is checked (413); the audio
+is decoded from that file only once the request holds one of the `QASR_CONCURRENCY` slots, and its duration is
+checked from its metadata before decoding (413). When `QASR_API_TOKEN` is set, requests need
+`Authorization: Bearer <token>` (401 otherwise), as the named endpoints do.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,13 +30,15 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .api import check_upload_size, upload_limit_bytes
-from .errors import AudioError, LanguageError, ModelUnavailableError, QasrError, UnknownModelError
+from .access import require_token
+from .errors import (AudioError, LanguageError, ModelUnavailableError, QasrError, UnauthorizedError, UnknownModelError,
+                     shown)
 from .gpu import ON_ZERO_GPU
 from .languages import normalize_language
 from .models import ModelManager, asr_model_name
 from .results import Transcript
 from .settings import Settings
-from .transcribe import transcribe
+from .transcribe import check_context, transcribe
 from .writers import to_srt, to_txt, to_vtt
 
 log = logging.getLogger(__name__)
@@ -84,36 +87,28 @@ def openai_router(manager: ModelManager) -> APIRouter:
             if ON_ZERO_GPU:
                 raise OpenAIError(503, "This route is not available on a ZeroGPU Space, where GPU time is granted per "
                                        "Gradio request; call the /transcribe endpoint with gradio_client instead.")
-            _check_token(request, settings)
+            require_token(request.headers.get("authorization"), settings)
             form = await _read_form(request, settings)
             try:
                 upload = _upload(form, settings)
-                options = _options(form)
-                data = await upload.read()
+                options = _options(form, settings)
+                run = functools.partial(
+                    transcribe, upload.file, manager=manager, model=options.model, language=options.language,
+                    context=options.context, timestamps=options.response_format in ("srt", "vtt", "verbose_json"))
+                transcript = await anyio.to_thread.run_sync(run, limiter=limiter)
             finally:
                 await form.close()
-            run = functools.partial(
-                transcribe, data, manager=manager, model=options.model, language=options.language,
-                context=options.context, timestamps=options.response_format in ("srt", "vtt", "verbose_json"))
-            return _render(await anyio.to_thread.run_sync(run, limiter=limiter), options)
+            return _render(transcript, options)
         except OpenAIError as exc:
             return exc.response()
         except QasrError as exc:
-            return OpenAIError(exc.status_code, str(exc), param=_param_of(exc)).response()
+            return OpenAIError(exc.status_code, str(exc), param=_param_of(exc),
+                               code="invalid_api_key" if isinstance(exc, UnauthorizedError) else None).response()
         except Exception:
             log.exception("transcription request failed")
             return OpenAIError(500, "The server failed to transcribe this request; its log has the details.").response()
 
     return router
-
-
-def _check_token(request: Request, settings: Settings) -> None:
-    if not settings.api_token:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_token.encode()):
-        raise OpenAIError(401, "Missing or wrong API key: send `Authorization: Bearer <token>` with this server's "
-                               "QASR_API_TOKEN.", code="invalid_api_key")
 
 
 async def _read_form(request: Request, settings: Settings) -> FormData:
@@ -149,7 +144,7 @@ def _upload(form: FormData, settings: Settings) -> UploadFile:
     return upload
 
 
-def _options(form: FormData) -> _Options:
+def _options(form: FormData, settings: Settings) -> _Options:
     """Validate every option before the audio is decoded, so a typo costs nothing."""
     model = _text(form, "model")
     try:
@@ -163,15 +158,20 @@ def _options(form: FormData) -> _Options:
         raise OpenAIError(400, str(exc), param="language") from exc
     response_format = (_text(form, "response_format") or "json").lower()
     if response_format not in RESPONSE_FORMATS:
-        raise OpenAIError(400, f"Unknown response_format {response_format!r}: use one of "
+        raise OpenAIError(400, f"Unknown response_format {shown(response_format)}: use one of "
                                f"{', '.join(RESPONSE_FORMATS)}.", param="response_format")
     granularities = tuple(str(g).strip().lower() for key in ("timestamp_granularities[]", "timestamp_granularities")
                           for g in form.getlist(key)) or ("segment",)
     unknown = [g for g in granularities if g not in GRANULARITIES]
     if unknown:
-        raise OpenAIError(400, f"Unknown timestamp granularity {unknown[0]!r}: use word and/or segment.",
+        raise OpenAIError(400, f"Unknown timestamp granularity {shown(unknown[0])}: use word and/or segment.",
                           param="timestamp_granularities")
-    return _Options(model, language, _text(form, "prompt"), response_format, granularities)
+    prompt = _text(form, "prompt")
+    try:
+        check_context(prompt, settings)
+    except QasrError as exc:
+        raise OpenAIError(exc.status_code, str(exc), param="prompt") from exc
+    return _Options(model, language, prompt, response_format, granularities)
 
 
 def _text(form: FormData, name: str) -> str | None:

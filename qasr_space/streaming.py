@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, SampleBuffer, is_silent, load_audio, split_at_quiet_points
-from .errors import AudioError, AudioTooLongError
+from .errors import AudioError, AudioTooLongError, BusyError, shown
 from .inference import AsrOutput, run_asr
 from .languages import detected_language, normalize_language
 from .models import ModelManager
@@ -38,6 +39,12 @@ DECODE_EVERY_SECONDS = 1.0
 MIN_TAIL_SECONDS = 3.0
 #: Room reserved up front for a session's recording; it doubles when full.
 _INITIAL_SECONDS = 60.0
+#: A chunk of microphone audio must come at a sample rate in this range and hold at most this much audio: the browser
+#: sends half a second at 16-48 kHz, so anything else is not a microphone.
+CHUNK_RATES = (8000, 192000)
+MAX_CHUNK_SECONDS = 10.0
+#: A live session that receives no audio for this long counts as abandoned, and its slot and audio are freed.
+IDLE_SECONDS = 120.0
 
 #: `(clips, model, language, context, max_new_tokens) -> one AsrOutput per clip`; `transcribe_clips` bound to a
 #: manager is the default.
@@ -68,7 +75,7 @@ class LiveSession:
     the audio the latest such update sent it, `longest_clip_seconds` the longest single clip any update sent.
     """
 
-    max_seconds: float = Settings.max_audio_seconds
+    max_seconds: float = Settings.max_live_seconds
     committed: str = ""
     tentative: str = ""
     language: str | None = None
@@ -78,6 +85,8 @@ class LiveSession:
     last_decoded_seconds: float = 0.0
     longest_clip_seconds: float = 0.0
     finished: bool = False
+    released: bool = False
+    last_active: float = field(default_factory=time.monotonic)
     _buffer: SampleBuffer = field(default_factory=lambda: SampleBuffer(int(_INITIAL_SECONDS * SAMPLE_RATE)),
                                   init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -97,25 +106,43 @@ class LiveSession:
         """The transcript as the latest update left it."""
         return LiveText(self.committed, self.tentative, self.language)
 
-    def close(self) -> np.ndarray:
+    def close(self, settle_seconds: float = 0.0) -> np.ndarray:
         """End the recording and return it, once an update in flight is done, so no audio fed before is left out.
 
-        Raises `AudioError` when nothing was recorded.
+        With `settle_seconds`, first wait (at most four times that) until no chunk has arrived for that long: a
+        browser's last chunk can reach the server just after its "stop". Raises `AudioError` when nothing was recorded.
         """
+        deadline = time.monotonic() + 4 * settle_seconds
+        while len(self._buffer) and (quiet := time.monotonic() - self.last_active) < settle_seconds:
+            time.sleep(max(0.0, min(settle_seconds - quiet, deadline - time.monotonic())))
+            if time.monotonic() >= deadline:
+                break
         with self._lock:
             if len(self._buffer) == 0:
                 raise AudioError("Nothing was recorded. Allow the browser to use the microphone, then record again.")
             self.finished = True
             return self._buffer.view()
 
+    def release(self) -> None:
+        """Free the recording of a session that was abandoned or evicted; feeding it afterwards is refused."""
+        with self._lock:
+            self.finished = self.released = True
+            self._buffer = SampleBuffer(0)
+
     def feed(self, chunk: tuple[int, np.ndarray] | None) -> None:
         """Append one chunk of new audio, Gradio's `(sample_rate, samples)`, mono or `(n, channels)`, any PCM type.
 
-        Empty chunks are ignored. Past `max_seconds`, the part that fits is kept and `AudioTooLongError` raised.
+        Empty chunks are ignored. A chunk at a sample rate outside `CHUNK_RATES` or longer than `MAX_CHUNK_SECONDS` is
+        refused before it is resampled. Past `max_seconds`, the part that fits is kept and `AudioTooLongError` raised.
         """
+        if self.released:
+            raise AudioError("This live recording was closed by the server (no audio for a while, or it needed the "
+                             "room); stop it and record again.")
         if chunk is None or np.asarray(chunk[1]).size == 0:
             return
+        check_chunk(chunk)
         samples = load_audio(chunk)
+        self.last_active = time.monotonic()
         with self._lock:
             room = int(self.max_seconds * SAMPLE_RATE) - len(self._buffer)
             self._buffer.append(samples[:max(room, 0)])
@@ -124,6 +151,58 @@ class LiveSession:
             raise AudioTooLongError(
                 f"The live recording reached the {limit} limit; stop it to get the transcript of what was recorded, "
                 "or start a new recording.")
+
+
+def check_chunk(chunk: tuple[int, np.ndarray]) -> None:
+    """Refuse a microphone chunk whose rate or length no microphone sends, before any work is spent on it."""
+    rate, samples = chunk
+    low, high = CHUNK_RATES
+    if not isinstance(rate, (int, np.integer)) or not low <= rate <= high:
+        raise AudioError(f"A live audio chunk came at a sample rate of {shown(rate)}; a microphone sends {low}-{high} "
+                         "Hz. Record again from the page.")
+    if np.asarray(samples).shape[0] > MAX_CHUNK_SECONDS * rate:
+        raise AudioError(f"A live audio chunk held more than {MAX_CHUNK_SECONDS:g} s of audio; the page sends half a "
+                         "second at a time. Record again from the page, or upload the recording.")
+
+
+class LiveSessions:
+    """The live recordings of a process, at most `max_sessions` at once, each at most `max_seconds` long.
+
+    A session that has received no audio for `idle_seconds` is abandoned: the next `open` frees it, as does the
+    page's state expiry (`release`), so a closed tab never keeps its recording in memory.
+    """
+
+    def __init__(self, max_sessions: int, max_seconds: float, idle_seconds: float = IDLE_SECONDS):
+        self.max_sessions, self.max_seconds, self.idle_seconds = max(1, max_sessions), max_seconds, idle_seconds
+        self._sessions: list[LiveSession] = []
+        self._lock = threading.Lock()
+
+    def open(self) -> LiveSession:
+        """A new session, or `BusyError` when `max_sessions` recordings are already live."""
+        now = time.monotonic()
+        with self._lock:
+            for session in self._sessions:
+                if not session.finished and now - session.last_active > self.idle_seconds:
+                    session.release()
+            self._sessions = [session for session in self._sessions if not session.finished]
+            if len(self._sessions) >= self.max_sessions:
+                raise BusyError(f"This server is already taking {self.max_sessions} live recordings, its limit; try "
+                                "again in a minute, or record with the Record tab and upload.")
+            session = LiveSession(max_seconds=self.max_seconds)
+            self._sessions.append(session)
+            return session
+
+    def active(self) -> int:
+        """How many sessions are recording now."""
+        with self._lock:
+            return sum(not session.finished for session in self._sessions)
+
+    def release(self, session: LiveSession | None) -> None:
+        """Free a session's recording and slot (its page state expired, or the tab closed)."""
+        if session is not None:
+            session.release()
+        with self._lock:
+            self._sessions = [s for s in self._sessions if s is not session and not s.finished]
 
 
 def update(

@@ -13,11 +13,10 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from html import escape
+from pathlib import Path
 from urllib.parse import quote
 
 import gradio as gr
@@ -25,6 +24,7 @@ import numpy as np
 import soundfile as sf
 from gradio.utils import get_upload_folder
 
+from .access import uploaded_file
 from .audio import SAMPLE_RATE
 from .errors import AudioError, QasrError
 from .fetch import fetch_audio
@@ -32,10 +32,11 @@ from .gpu import on_gpu
 from .inference import AsrOutput
 from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
-from .models import ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
+from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, ModelStatus, asr_model_name
 from .results import Transcript
-from .streaming import LiveSession, LiveText, transcribe_clips, update
-from .transcribe import ChunkResult, align, collect, iter_transcribe, prepare_audio, require_speech
+from .streaming import IDLE_SECONDS, LiveSession, LiveSessions, LiveText, transcribe_clips, update
+from .transcribe import (ChunkResult, align, check_align_text, check_context, collect, iter_transcribe, prepare_audio,
+                         require_speech)
 from .writers import FORMATS, write_transcript
 
 AUTO = "Auto"
@@ -57,9 +58,6 @@ EXAMPLES = [
 #: File extensions a browser's <audio> plays as they are; anything else is played from a WAV of the decoded audio.
 PLAYABLE_SUFFIXES = frozenset({".wav", ".mp3", ".m4a", ".aac", ".mp4", ".ogg", ".oga", ".opus", ".webm", ".weba",
                                ".flac"})
-#: Per-request folders (downloads, fetched audio) are removed this long after they were made.
-KEEP_SECONDS = 6 * 3600.0
-
 TIMESTAMPS_INFO = f"Word timing from Qwen3-ForcedAligner, for {len(ALIGNER_LANGUAGES)} languages."
 AUTO_TIMESTAMPS_INFO = (f"Word timing from Qwen3-ForcedAligner ({', '.join(ALIGNER_LANGUAGES)}); the result says so "
                         "if the detected language is not one of them.")
@@ -87,22 +85,14 @@ def _file_stem(name: str) -> str:
 
 class ServedFiles:
     """Per-request folders under Gradio's upload folder, which Gradio serves at `/gradio_api/file=`: the audio the
-    karaoke player plays for a URL, and the download files. Folders older than `keep_seconds` go when a new one is
-    made, so a public Space does not fill its disk."""
+    karaoke player plays for a URL, and the download files. `retention.Janitor` deletes them once their time to
+    live is up."""
 
-    def __init__(self, root: str, keep_seconds: float = KEEP_SECONDS):
+    def __init__(self, root: str):
         self.root = root
-        self.keep_seconds = keep_seconds
 
     def new_folder(self) -> str:
         os.makedirs(self.root, exist_ok=True)
-        cutoff = time.time() - self.keep_seconds
-        for entry in os.scandir(self.root):
-            try:
-                if entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-            except OSError:
-                continue
         return tempfile.mkdtemp(dir=self.root)
 
 
@@ -144,10 +134,13 @@ Outputs = tuple[str, str, str, "list[str] | None"]
 class SpaceUI:
     """The handlers behind the widgets, bound to one model manager."""
 
-    def __init__(self, manager: ModelManager, served: ServedFiles | None = None):
+    def __init__(self, manager: ModelManager, served: ServedFiles | None = None, upload_root: str | None = None):
         self.manager = manager
         self.settings = manager.settings
         self.served = served or ServedFiles(os.path.join(get_upload_folder(), "qasr-space"))
+        #: Files the page's handlers read must lie here: Gradio's upload folder, unless a test names another.
+        self.upload_root = upload_root or get_upload_folder()
+        self.live_sessions = LiveSessions(self.settings.max_live_sessions, self.settings.max_live_seconds)
 
         @on_gpu
         def transcribe_chunks(audio: np.ndarray, model: str, language: str | None, context: str | None,
@@ -171,15 +164,22 @@ class SpaceUI:
     def live_update(self, chunk: tuple[int, np.ndarray] | None, session: LiveSession | None, model: str,
                     language: str, context: str | None) -> tuple[str, LiveSession]:
         """One streamed microphone chunk: keep it in this person's session and show committed + tentative text."""
-        if session is None or session.finished:
-            session = LiveSession(max_seconds=self.settings.max_audio_seconds)
+        if session is not None and session.finished and not session.released:
+            return render_live(session.live_text()), session  # a chunk that arrived after the recording ended
         try:
+            session = session or self.live_sessions.open()
             session.feed(chunk)
             live = update(session, self.manager, model=model, language=None if language == AUTO else language,
                           context=(context or "").strip() or None, asr=self._transcribe_live_clips)
-        except QasrError as exc:
-            raise gr.Error(str(exc)) from None
+        except (QasrError, gr.Error) as exc:
+            raise page_error(exc) from None
         return render_live(live), session
+
+    def live_start(self, session: LiveSession | None) -> None:
+        """A new recording starts: the next chunk opens a new session. One still recording (its stop never came) is
+        freed; a finished one is left to its final pass."""
+        if session is not None and not session.finished:
+            self.live_sessions.release(session)
 
     def live_finish(self, session: LiveSession | None, model: str, language: str, context: str | None,
                     timestamps: bool, progress: Callable = gr.Progress()) -> Iterator[tuple]:
@@ -192,8 +192,8 @@ class SpaceUI:
             for outputs in self._run(functools.partial(_recorded_input, session), TRANSCRIBE, None, model, language,
                                      context, timestamps, progress):
                 yield (*outputs, live, session)
-        except QasrError as exc:
-            raise gr.Error(str(exc)) from None
+        except (QasrError, gr.Error) as exc:
+            raise page_error(exc) from None
         yield (*(gr.skip() for _ in outputs), gr.skip(), None)
 
     def run(self, source: str, file_path: str | None, recording_path: str | None, url: str | None, mode: str,
@@ -204,8 +204,8 @@ class SpaceUI:
         try:
             yield from self._run(functools.partial(self._read_input, source, file_path, recording_path, url), mode,
                                  text, model, language, context, timestamps, progress)
-        except QasrError as exc:
-            raise gr.Error(str(exc)) from None
+        except (QasrError, gr.Error) as exc:
+            raise page_error(exc) from None
 
     def run_example(self, file_path: str, language: str, timestamps: bool, mode: str,
                     progress: Callable = gr.Progress()) -> Iterator[Outputs]:
@@ -218,6 +218,10 @@ class SpaceUI:
         """`read_input(folder)` gives the audio (files it needs go in the request's folder); then transcribe or
         align it, yielding the outputs as chunks finish."""
         forced = normalize_language(None if language == AUTO else language)
+        if mode == ALIGN:
+            check_align_text(text, self.settings)
+        else:
+            check_context(context, self.settings)
         progress(0.0, desc="Reading the audio")
         folder = self.served.new_folder()
         try:
@@ -242,6 +246,7 @@ class SpaceUI:
         final transcript."""
         name = asr_model_name(model)
         duration = len(item.audio) / SAMPLE_RATE
+        self._load_models(ASR_MODELS[name], *([ALIGNER_MODEL] if timestamps else []), progress=progress)
         progress(0.0, desc=f"Transcribing {clock(duration)} of audio")
         done: list[ChunkResult] = []
         transcript = None
@@ -253,6 +258,16 @@ class SpaceUI:
                      desc=f"Transcribed {clock(result.chunk.end)} of {clock(duration)}")
             yield self._outputs(transcript, item, status="Transcribing…")
         return require_speech(transcript)
+
+    def _load_models(self, *hub_ids: str, progress: Callable) -> None:
+        """Load what is not loaded yet, with a "Loading" stage on the progress bar: a first load takes a while."""
+        for hub_id in hub_ids:
+            if not self.manager.is_loaded(hub_id):
+                progress(0.0, desc=f"Loading {hub_id.split('/')[-1]} (first use)")
+                if hub_id == ALIGNER_MODEL:
+                    self.manager.aligner()
+                else:
+                    self.manager.asr(hub_id)
 
     def _read_input(self, source: str, file_path: str | None, recording_path: str | None, url: str | None,
                     folder: str) -> _Input:
@@ -274,6 +289,7 @@ class SpaceUI:
             raise AudioError("No recording yet: press the microphone button, speak, and stop; then press Transcribe."
                              if source == RECORD_SOURCE else
                              "No audio: upload an audio or video file first, then press the button again.")
+        audio_path = uploaded_file(audio_path, self.upload_root)
         audio = prepare_audio(audio_path, self.settings)
         return _Input(audio, _playable(audio_path, audio, folder, copy=False), _file_stem(Path(audio_path).stem))
 
@@ -283,9 +299,24 @@ class SpaceUI:
         return transcript.language or "", transcript.text, karaoke, files
 
 
+def page_error(exc: QasrError | gr.Error) -> gr.Error:
+    """The error as the page's toast shows it: the toast renders HTML, and messages quote user input (a URL, a file
+    name), so the text is escaped to show as text."""
+    return gr.Error(escape(exc.message if isinstance(exc, gr.Error) else str(exc), quote=False))
+
+
+def model_status_line(statuses: list[ModelStatus]) -> str:
+    """One Markdown line saying which models can run here (and from where), or why not."""
+    names = {hub_id: name for name, hub_id in ASR_MODELS.items()} | {ALIGNER_MODEL: "word timestamps"}
+    parts = [f"{names[s.hub_id]} ready ({s.note})" if s.available else f"{names[s.hub_id]} unavailable: {s.note}"
+             for s in statuses]
+    return "Models: " + " · ".join(escape(part) for part in parts)
+
+
 def _recorded_input(session: LiveSession, folder: str) -> _Input:
-    """A finished live recording (`session.close()`), with a WAV of it for the player."""
-    audio = session.close()
+    """A finished live recording (`session.close()`, once the browser's last chunk is in), with a WAV of it for the
+    player."""
+    audio = session.close(settle_seconds=2 * LIVE_STREAM_EVERY_SECONDS)
     return _Input(audio, _write_wav(audio, folder, "recording.wav"), "recording")
 
 
@@ -326,6 +357,7 @@ def render_ui(manager: ModelManager) -> SpaceUI:
     ui = SpaceUI(manager)
     gr.Markdown("## Qwen3-ASR speech to text\nTranscribe speech in 30 languages with Qwen3-ASR, follow along word "
                 "by word, and download subtitles. Upload a file, record, or paste a link.")
+    gr.Markdown(model_status_line(manager.statuses()), elem_id="qasr-models")
     source = gr.State(FILE_SOURCE)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
@@ -347,10 +379,12 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                                        elem_id="qasr-live-mic")
                     live_out = gr.HTML("", elem_id="qasr-live-text", label="Live transcript",
                                        css_template=LIVE_CSS)
-                    live_session = gr.State(None)
+                    live_session = gr.State(None, time_to_live=IDLE_SECONDS,
+                                            delete_callback=ui.live_sessions.release)
                     gr.Markdown(LIVE_NOTE)
             mode = gr.Radio([TRANSCRIBE, ALIGN], value=TRANSCRIBE, label="Mode", elem_id="qasr-mode")
             align_in = gr.Textbox(label="Text to align", lines=4, visible=False, elem_id="qasr-align-text",
+                                  max_length=manager.settings.max_align_chars,
                                   placeholder="Paste what is said in the audio; each word gets its start and end.")
             with gr.Row():
                 model = gr.Radio(list(ASR_MODELS), value=DEFAULT_MODEL, label="Model", elem_id="qasr-model",
@@ -358,6 +392,7 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                 language = gr.Dropdown([AUTO, *LANGUAGES], value=AUTO, label="Language", elem_id="qasr-language",
                                        info=LANGUAGE_INFO)
             context = gr.Textbox(label="Context or hotwords", lines=2, elem_id="qasr-context",
+                                 max_length=manager.settings.max_context_chars,
                                  placeholder="Names, terms or a topic the speech is about (optional)")
             timestamps = gr.Checkbox(value=True, label="Word timestamps (karaoke)", info=AUTO_TIMESTAMPS_INFO,
                                      elem_id="qasr-timestamps")
@@ -381,11 +416,17 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                 queue=False, api_visibility="private")
     run_button.click(ui.run, [source, file_in, recording_in, url_in, mode, align_in, model, language, context,
                               timestamps],
-                     outputs, show_progress_on=[text_out], api_visibility="undocumented")
+                     outputs, show_progress_on=[text_out], api_visibility="private")
     live_in.stream(ui.live_update, [live_in, live_session, model, language, context], [live_out, live_session],
                    stream_every=LIVE_STREAM_EVERY_SECONDS, concurrency_limit=None, api_visibility="private")
+    live_in.start_recording(ui.live_start, live_session, live_session, queue=False, api_visibility="private")
     live_in.stop_recording(ui.live_finish, [live_session, model, language, context, timestamps],
                            [*outputs, live_out, live_session], api_visibility="private")
+    # A recording reaches the server only after "stop"; until it has, Transcribe would find no recording.
+    recording_in.start_recording(lambda: gr.update(interactive=False), None, run_button, queue=False,
+                                 api_visibility="private")
+    recording_in.stop_recording(lambda: gr.update(interactive=True), None, run_button, queue=False,
+                                api_visibility="private")
     with examples_slot:
         gr.Examples(
             examples=[[str(ASSETS_DIR / name), lang, stamps, TRANSCRIBE] for name, lang, stamps, _ in EXAMPLES],

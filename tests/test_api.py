@@ -1,16 +1,20 @@
 """The public API on a real server: `python app.py` on 127.0.0.1 with the scripted checkpoints, called through
 `gradio_client` (the named endpoints) and the official `openai` package (the OpenAI-compatible REST route).
 
-One server serves the whole module, started with small limits (1 MB uploads, 20 s of audio), a bearer token for
-the REST route, private URLs allowed (a local HTTP server stands in for the web), and a batching window wide enough
+One server serves the whole module, started with small limits (1 MB uploads, 20 s of audio), an API token that
+the REST route and the named endpoints require, private URLs allowed (a local HTTP server stands in for the web), and a batching window wide enough
 that concurrent clients meet even on a busy two-core machine.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import re
+import socket
 import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +29,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from qasr_space import __version__, rest
+from qasr_space.access import UPLOAD_REFUSAL
 from qasr_space.languages import NAME_TO_CODE
 from qasr_space.results import Transcript
 from qasr_space.writers import to_srt, to_vtt
@@ -33,6 +38,7 @@ from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone, write_media
 
 TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WORDS = SCRIPTED_SENTENCE.split()
 LIMITS = {"QASR_MAX_UPLOAD_MB": "1", "QASR_MAX_AUDIO_SECONDS": "20"}
 
@@ -82,7 +88,8 @@ def url(model_dir) -> str:
 def client(url) -> Client:
     """Made as the README shows, with one SSL context for all its requests; the concurrent-clients test uses the
     default construction."""
-    return Client(url, verbose=False, ssl_verify=ssl.create_default_context(cafile=certifi.where()))
+    return Client(url, verbose=False, ssl_verify=ssl.create_default_context(cafile=certifi.where()),
+                  headers=AUTH)
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +270,7 @@ def test_eight_concurrent_clients_get_their_own_results_in_fewer_generate_calls(
     """Four `gradio_client` and four OpenAI clients at once, each with its own language and clip length, so a
     swapped result would show; the server's counter shows they shared `generate` calls."""
     languages = ["English", "French", "German", "Spanish", "Italian", "Dutch", "Polish", "Czech"]
-    gradio_clients = [Client(url, verbose=False) for _ in range(4)]
+    gradio_clients = [Client(url, verbose=False, headers=AUTH) for _ in range(4)]
     openai_client = openai.OpenAI(base_url=f"{url}v1", api_key=TOKEN, max_retries=0)
     before = batching(client)["asr"]
     barrier = threading.Barrier(8)
@@ -291,8 +298,91 @@ def test_eight_concurrent_clients_get_their_own_results_in_fewer_generate_calls(
     assert after["model_calls"] - before["model_calls"] < 8
 
 
+def raw_call(url: str, endpoint: str, data: list, headers: dict | None = None) -> tuple[str, object]:
+    """One call of a named endpoint over plain HTTP, as any program could send it: (final event, its data)."""
+    started = httpx.post(f"{url}gradio_api/call/{endpoint}", json={"data": data}, headers=headers, timeout=30)
+    started.raise_for_status()
+    stream = httpx.get(f"{url}gradio_api/call/{endpoint}/{started.json()['event_id']}", headers=headers, timeout=60)
+    events = re.findall(r"event: (\w+)\ndata: (.*)", stream.text)
+    event, payload = events[-1]
+    return event, json.loads(payload)
+
+
+def test_named_endpoints_need_the_token_and_info_does_not(url, media):
+    anonymous = Client(url, verbose=False)
+    for endpoint, kwargs in [("/transcribe", {"audio": handle_file(str(media / "clip.wav"))}),
+                             ("/align", {"audio": handle_file(str(media / "clip.wav")), "text": "hi"}),
+                             ("/transcribe_url", {"url": "http://127.0.0.1:9/clip.wav"})]:
+        with pytest.raises(AppError, match="Missing or wrong API token"):
+            anonymous.predict(**kwargs, api_name=endpoint)
+    wrong = Client(url, verbose=False, headers={"Authorization": "Bearer nope"})
+    with pytest.raises(AppError, match="Missing or wrong API token"):
+        wrong.predict(url="http://127.0.0.1:9/clip.wav", api_name="/transcribe_url")
+    assert anonymous.predict(api_name="/info")["token_required"] is True
+
+
+def test_the_page_handlers_are_not_api_endpoints(url):
+    endpoints = httpx.get(f"{url}gradio_api/info").json()
+    assert set(endpoints["named_endpoints"]) == {"/transcribe", "/transcribe_url", "/align", "/info"}
+    assert not endpoints["unnamed_endpoints"]
+    for route in ("call/run", "call/run/", "call/v2/run", "run/run", "api/run", "call/live_update", "call/live_finish",
+                  "call/run_example"):
+        assert httpx.post(f"{url}gradio_api/{route}", json={"data": []}, headers=AUTH).status_code == 404, route
+
+
+def test_only_uploaded_files_are_read_whatever_path_a_raw_call_names(url, tmp_path):
+    """An audio file outside the upload folder, /etc/passwd and a missing path, each with and without Gradio's
+    `meta` marker, through both file endpoints: every answer is a refusal, the same for all three paths."""
+    outside = write_media(tmp_path / "secret.wav", tone(2.0), 16000, "wav")
+    paths = [str(outside), "/etc/passwd", str(tmp_path / "missing.wav")]
+    for endpoint, extra in [("transcribe", ["0.6B", "auto", "", False]), ("align", ["hello", "auto"])]:
+        for meta in ({}, {"meta": {"_type": "gradio.FileData"}}):
+            answers = [raw_call(url, endpoint, [{"path": path, **meta}, *extra], AUTH) for path in paths]
+            assert [event for event, _ in answers] == ["error"] * 3
+            assert answers[0] == answers[1] == answers[2]
+            if not meta:  # with the marker, Gradio refuses before the endpoint runs, giving no text at all
+                assert answers[0][1]["error"] == UPLOAD_REFUSAL
+    event, data = raw_call(url, "transcribe", [{"path": str(outside)}, 5, ["x"], None, "yes"], AUTH)
+    assert event == "error" and "must be" in data["error"]
+
+
+def test_oversized_text_is_refused_at_once_and_the_next_request_is_served(client, media):
+    clip = handle_file(str(media / "clip.wav"))
+    huge = "x" * (1 << 20)
+    with pytest.raises(AppError, match="context is 1,048,576 characters long"):
+        client.predict(audio=clip, context=huge, api_name="/transcribe")
+    with pytest.raises(AppError, match="text to align is 1,048,576 characters long"):
+        client.predict(audio=clip, text=huge, api_name="/align")
+    with pytest.raises(AppError, match=r"Unknown model 'x{79}…'"):
+        client.predict(audio=clip, model=huge, api_name="/transcribe")
+    result = client.predict(audio=clip, language="en", api_name="/transcribe")
+    check_transcript_and_subtitles(result, "English", 3.0)
+
+
 def test_server_keeps_serving_after_all_that(client, oai, media):
     result = client.predict(audio=handle_file(str(media / "clip.wav")), language="en", api_name="/transcribe")
     check_transcript_and_subtitles(result, "English", 3.0)
     with open(media / "clip.wav", "rb") as f:
         assert oai.audio.transcriptions.create(file=f, model="qwen3-asr-0.6b").text == SCRIPTED_SENTENCE
+
+
+def test_with_no_hub_the_page_and_the_api_say_which_models_cannot_run(model_dir, tmp_path, media):
+    """Only the 0.6B model is on disk and the hub is a listener on 127.0.0.1 that never answers (no request leaves
+    this machine): the page says so from startup, the 1.7B model is refused within seconds, the 0.6B one works."""
+    local = tmp_path / "models"
+    local.mkdir()
+    (local / "Qwen3-ASR-0.6B-hf").symlink_to(Path(model_dir) / "Qwen3-ASR-0.6B-hf")
+    with socket.create_server(("127.0.0.1", 0)) as silent_hub:
+        env = {"QASR_MODEL_DIR": str(local), "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
+               "HF_ENDPOINT": f"http://127.0.0.1:{silent_hub.getsockname()[1]}", "HF_HOME": str(tmp_path / "hf"),
+               "QASR_HUB_TIMEOUT": "2"}
+        with app_server(model_dir, env=env) as base:
+            page = httpx.get(base + "config").text
+            assert "0.6B ready (local folder)" in page and "1.7B unavailable: the hub did not answer" in page
+            client = Client(base, verbose=False)
+            started = time.monotonic()
+            with pytest.raises(AppError, match="Qwen/Qwen3-ASR-1.7B-hf is unavailable: the hub did not answer"):
+                client.predict(audio=handle_file(str(media / "clip.wav")), model="1.7B", api_name="/transcribe")
+            assert time.monotonic() - started < 30  # the hub timeout is 2 s; before, this took about 140 s
+            data = client.predict(audio=handle_file(str(media / "clip.wav")), api_name="/transcribe")[0]
+            assert data["text"] == SCRIPTED_SENTENCE

@@ -32,6 +32,7 @@ def media(tmp_path_factory):
     broken = root / "broken.mp3"
     broken.write_bytes(b"\x00not audio at all" * 200)
     return {"clip": write_media(root / "talk.wav", tone(4.0), 16000, "wav"), "broken": broken, "site": site,
+            "long_clip": write_media(root / "lecture.wav", tone(30.0), 16000, "wav"),
             "video": write_media(root / "film.mkv", tone(3.0), 16000, "mkv", with_video=True),
             "microphone": write_media(root / "microphone.wav", tone(4.0, 48000), 48000, "wav")}
 
@@ -179,15 +180,20 @@ def test_align_my_own_text_renders_markup_as_text(browser, server, media):
 
 
 def test_the_spoken_word_is_scrolled_into_view(browser, server, media):
+    """150 words (30 s of audio, so the text is no more than the audio can hold) overflow the box; jumping to the
+    last word brings it into view (once the player knows the audio's length, or the jump would be lost)."""
     page = open_app(browser, server)
-    upload(page, media["clip"])
+    upload(page, media["long_clip"])
     page.get_by_label("Align my own text").check()
     page.fill("#qasr-align-text textarea", " ".join(f"word{i}" for i in range(150)))
     page.click("#qasr-run")
     wait_for_result(page)
     box = "#qasr-karaoke .qk-text"
     assert page.eval_on_selector(box, "b => b.scrollHeight > b.clientHeight && b.scrollTop === 0")
-    page.evaluate("() => { const a = document.querySelector('#qasr-karaoke audio'); a.currentTime = a.duration; }")
+    page.wait_for_function("document.querySelector('#qasr-karaoke audio').readyState >= 1", timeout=10_000)
+    page.evaluate("""() => { const a = document.querySelector('#qasr-karaoke audio'),
+        words = document.querySelectorAll('#qasr-karaoke .qk-word');
+        a.currentTime = parseFloat(words[words.length - 1].dataset.start) + 0.01; }""")
     page.wait_for_function("""() => {
         const box = document.querySelector('#qasr-karaoke .qk-text'), w = box.querySelector('.qk-active');
         return w && w.textContent === 'word149' && w.offsetTop >= box.scrollTop &&
@@ -226,9 +232,10 @@ def test_record_with_the_microphone(browser, server):
     page = open_app(browser, server)
     page.get_by_role("tab", name="Record").click()
     page.locator("#qasr-record button", has_text="Record").first.click()
+    page.wait_for_selector("#qasr-run[disabled]")  # no Transcribe while recording ...
     page.wait_for_timeout(3000)
     page.locator("#qasr-record button", has_text="Stop").first.click()
-    page.locator("#qasr-record audio").first.wait_for(state="attached")
+    page.wait_for_selector("#qasr-run:not([disabled])", timeout=30_000)  # ... until the recording is on the server
     page.click("#qasr-run")
     wait_for_result(page)
     assert page.input_value("#qasr-text textarea") == SCRIPTED_SENTENCE

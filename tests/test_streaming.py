@@ -1,19 +1,23 @@
 """Live microphone transcription driven as Gradio drives it: `(48000, int16)` chunks of new audio, then an update.
 
 The scripted checkpoint turns every non-silent clip into SCRIPTED_SENTENCE, so each commit adds exactly one sentence
-to the committed text and the tentative tail is always one sentence.
+to the committed text and the tentative tail is always one sentence. The tone checkpoint's word names the tone band of
+the audio, so the last test can tell which audio each commit held.
 """
 
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from qasr_space.audio import SAMPLE_RATE, load_audio
-from qasr_space.errors import AudioError, AudioTooLongError, NoSpeechError
-from qasr_space.streaming import LiveSession, update
+from qasr_space.errors import AudioError, AudioTooLongError, BusyError, NoSpeechError
+from qasr_space.streaming import LiveSession, LiveSessions, update
 from qasr_space.transcribe import transcribe
-from tests.checkpoints import SCRIPTED_SENTENCE
+from tests.checkpoints import SCRIPTED_SENTENCE, tone_clip, tone_word
 from tests.media import tone
 
 MIC_RATE = 48000
@@ -151,3 +155,81 @@ def test_nothing_recorded_and_too_long_are_clear_errors(manager):
         for chunk in mic_chunks(speech(3.0), 0.5):
             session.feed(chunk)
     assert session.seconds == pytest.approx(2.0)
+
+
+def test_close_waits_for_a_chunk_still_on_its_way(manager):
+    """The browser's last chunk can reach the server just after "stop": closing waits until the chunks settle."""
+    session = LiveSession()
+    chunks = mic_chunks(speech(2.0), 0.5)
+    for chunk in chunks[:-1]:
+        session.feed(chunk)
+    late = threading.Timer(0.3, session.feed, args=(chunks[-1],))
+    late.start()
+    audio = session.close(settle_seconds=1.0)
+    late.join()
+    assert len(audio) == 2 * SAMPLE_RATE
+    assert LiveSession().seconds == 0 and time.monotonic() - session.last_active >= 1.0
+
+
+def test_at_most_max_sessions_record_at_once_and_idle_ones_are_freed(manager):
+    sessions = LiveSessions(max_sessions=2, max_seconds=60.0, idle_seconds=0.2)
+    first, second = sessions.open(), sessions.open()
+    with pytest.raises(BusyError, match="already taking 2 live recordings"):
+        sessions.open()
+    first.feed(mic_chunks(speech(1.0), 1.0)[0])
+    time.sleep(0.3)
+    second.feed(mic_chunks(speech(1.0), 1.0)[0])  # still talking; first has said nothing for 0.3 s
+    third = sessions.open()
+    assert first.released and first.seconds == 0 and not second.released and sessions.active() == 2
+    with pytest.raises(AudioError, match="closed by the server"):
+        first.feed(mic_chunks(speech(1.0), 1.0)[0])
+    second.close()
+    assert sessions.open() is not third and sessions.active() == 2  # a finished session frees its slot
+
+
+#: A recording of segments, each one band's tone then a short silence (see the test below for the lengths).
+SEGMENT_BANDS = [3, 0, 5, 7, 1, 6, 2, 4, 3]
+TONE_SECONDS, GAP_SECONDS = 7.0, 1.0
+
+
+def test_live_commits_drop_and_double_no_word(tone_manager):
+    """Each committed piece holds exactly one segment, so every segment's word is committed once, in order.
+
+    The tone model says the word of the band that fills most of a clip, so each piece of audio shows up as its word.
+    A segment is TONE_SECONDS (7 s) of one band then GAP_SECONDS (1 s) of silence, P = 8 s; updates decode every 1 s.
+    The window rules (qasr_space/streaming.py): once the window is over WINDOW_SECONDS (15 s), so at 16 s, it is cut
+    at the quietest 0.1 s that `split_at_quiet_points` finds between 6 s (never in a piece's first half) and 12 s
+    (15 s less MIN_TAIL_SECONDS) from its start; the part before the cut is committed, the window restarts at the cut.
+    - The first window starts at 0 s, and the only silence in its 6-12 s is the first gap, at 7 s: it commits the
+      first tone alone.
+    - Every later window starts where a gap starts, and the next gap starts P = 8 s in, again the only silence in its
+      6-12 s (the tone's envelope never falls silent): it commits one gap and one tone, the tone filling 7/8 of it,
+      and keeps 16 - 8 = 8 s.
+    - So cuts land at 7 + 8k s, each commit 16 s after the previous cut: the 8th segment's at 55 + 16 = 71 s, within
+      the 72 s recording, while a 9th would need 63 + 16 = 79 s. The final window is the last gap, tone and gap, and
+      its tentative word is the last segment's.
+    Every update must also decode exactly the audio after the committed part: none of it again, none skipped.
+    """
+    period = TONE_SECONDS + GAP_SECONDS
+    recording = np.concatenate([np.concatenate([tone_clip(band, TONE_SECONDS, MIC_RATE), silence(GAP_SECONDS)])
+                                for band in SEGMENT_BANDS])
+    session = LiveSession()
+    for chunk in mic_chunks(recording, 0.5):
+        session.feed(chunk)
+        start, calls = session.window_start, session.model_calls
+        text = update(session, tone_manager)
+        if session.model_calls == calls:
+            continue
+        # the model heard exactly the audio after the committed part, no sample of it again and none skipped
+        assert session.last_decoded_seconds == pytest.approx(session.seconds - start / SAMPLE_RATE, abs=1e-6)
+        cut = session.window_start / SAMPLE_RATE
+        done = [i for i in range(len(SEGMENT_BANDS)) if i * period + TONE_SECONDS <= cut]
+        assert all(not i * period < cut < i * period + TONE_SECONDS for i in range(len(SEGMENT_BANDS)))
+        assert text.committed.split() == [tone_word(SEGMENT_BANDS[i]) for i in done]
+
+    assert session.model_calls == len(recording) // MIC_RATE  # one decode per second of audio
+    assert session.longest_clip_seconds <= 15.0
+    final = session.live_text()
+    assert len(final.committed.split()) == len(SEGMENT_BANDS) - 1  # all but the last segment were committed
+    assert final.text.split() == [tone_word(band) for band in SEGMENT_BANDS]
+    assert final.tentative == tone_word(SEGMENT_BANDS[-1]) and final.language == "English"

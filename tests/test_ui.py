@@ -13,7 +13,8 @@ import json
 import os
 import pickle
 import re
-import time
+import shutil
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from qasr_space import gpu
+from qasr_space.access import UPLOAD_REFUSAL
 from qasr_space.errors import AudioError, QasrError
 from qasr_space.karaoke import render_karaoke
 from qasr_space.languages import ALIGNER_LANGUAGES, LANGUAGES
@@ -29,7 +31,8 @@ from qasr_space.results import Transcript, Word
 from qasr_space.settings import Settings
 from qasr_space.streaming import LiveSession
 from qasr_space.ui import (ALIGN, ASSETS_DIR, AUTO, EXAMPLES, FILE_SOURCE, LIVE_SOURCE, RECORD_SOURCE, TRANSCRIBE,
-                           URL_SOURCE, ServedFiles, SpaceUI, build_demo, mode_layout, render_ui, timestamps_option)
+                           URL_SOURCE, ServedFiles, SpaceUI, build_demo, mode_layout, model_status_line, render_ui,
+                           timestamps_option)
 from qasr_space.writers import to_srt
 from tests.browser import static_server
 from tests.checkpoints import SCRIPTED_SENTENCE
@@ -42,9 +45,15 @@ def no_progress(*args, **kwargs) -> None:
     """Stands in for `gr.Progress`, which only reports inside a running Gradio event."""
 
 
+@pytest.fixture(scope="session")
+def uploads(tmp_path_factory) -> str:
+    """Where the handlers may read files, standing in for Gradio's upload folder: every test's temporary folder."""
+    return str(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="module")
-def ui(manager, tmp_path_factory) -> SpaceUI:
-    return SpaceUI(manager, ServedFiles(str(tmp_path_factory.mktemp("served"))))
+def ui(manager, tmp_path_factory, uploads) -> SpaceUI:
+    return SpaceUI(manager, ServedFiles(str(tmp_path_factory.mktemp("served"))), uploads)
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +91,9 @@ def test_transcribe_shows_progress_then_the_result_and_downloads(ui, clip):
     assert by_suffix[".txt"].read_text() == SCRIPTED_SENTENCE + "\n"
 
 
-def test_partial_text_and_progress_appear_as_chunks_finish(model_dir, tmp_path):
+def test_partial_text_and_progress_appear_as_chunks_finish(model_dir, tmp_path, uploads):
     settings = Settings(model_dir=model_dir, chunk_seconds=2.0, batch_size=1)
-    ui = SpaceUI(ModelManager(settings), ServedFiles(str(tmp_path)))
+    ui = SpaceUI(ModelManager(settings), ServedFiles(str(tmp_path)), uploads)
     path = write_media(tmp_path / "long.wav", tone(6.0), 16000, "wav")
     fractions = []
     updates = list(ui.run(FILE_SOURCE, str(path), None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True,
@@ -172,12 +181,12 @@ def test_the_handler_still_works_after_errors(ui, clip, tmp_path):
     assert run(ui, clip)[-1][1] == SCRIPTED_SENTENCE
 
 
-def test_url_input_shows_title_and_length_and_plays_the_fetched_audio(model_dir, tmp_path):
+def test_url_input_shows_title_and_length_and_plays_the_fetched_audio(model_dir, tmp_path, uploads):
     media = tmp_path / "site"
     media.mkdir()
     write_media(media / "interview.m4a", tone(3.0), 16000, "m4a")
     served = ServedFiles(str(tmp_path / "served"))
-    ui = SpaceUI(ModelManager(Settings(model_dir=model_dir, allow_private_urls=True)), served)
+    ui = SpaceUI(ModelManager(Settings(model_dir=model_dir, allow_private_urls=True)), served, uploads)
     with static_server(media) as base:
         _, text, karaoke, files = run(ui, source=URL_SOURCE, url=base + "interview.m4a")[-1]
     assert text == SCRIPTED_SENTENCE
@@ -185,14 +194,6 @@ def test_url_input_shows_title_and_length_and_plays_the_fetched_audio(model_dir,
     played = re.search(r'src="gradio_api/file=([^"]+)"', karaoke).group(1)
     assert played.startswith(served.root) and played.endswith(".m4a") and os.path.getsize(played) > 0
     assert Path(files[0]).name == "interview.srt"
-
-
-def test_served_folders_are_pruned_by_age(tmp_path):
-    served = ServedFiles(str(tmp_path), keep_seconds=60)
-    old, fresh = served.new_folder(), served.new_folder()
-    os.utime(old, (time.time() - 120, time.time() - 120))
-    newest = served.new_folder()
-    assert not os.path.exists(old) and os.path.isdir(fresh) and os.path.isdir(newest)
 
 
 def test_timestamps_are_offered_only_where_the_aligner_has_the_language():
@@ -211,11 +212,11 @@ def test_align_mode_offers_the_aligner_languages_only():
     assert language["choices"] == [AUTO, *LANGUAGES] and language["value"] == "German"
 
 
-def test_examples_exist_and_run(ui):
+def test_examples_exist_and_run(ui, tmp_path):
     for name, language, timestamps, _ in EXAMPLES:
         assert (ASSETS_DIR / name).stat().st_size > 1000
-    _, text, karaoke, _ = list(ui.run_example(str(ASSETS_DIR / EXAMPLES[0][0]), AUTO, True, TRANSCRIBE,
-                                              no_progress))[-1]
+    cached = shutil.copy(ASSETS_DIR / EXAMPLES[0][0], tmp_path)  # Gradio runs an example from its cached copy
+    _, text, karaoke, _ = list(ui.run_example(cached, AUTO, True, TRANSCRIBE, no_progress))[-1]
     assert text == SCRIPTED_SENTENCE and words_in(karaoke)
 
 
@@ -323,12 +324,12 @@ class FakeZeroGPU:
         return decorate
 
 
-def test_every_model_call_of_the_page_crosses_a_zero_gpu_boundary(manager, tmp_path, monkeypatch, clip):
+def test_every_model_call_of_the_page_crosses_a_zero_gpu_boundary(manager, tmp_path, monkeypatch, clip, uploads):
     """Upload, align, live updates and the live final pass all run their model work inside `spaces.GPU`, with
     arguments and results that pickle; nothing GPU-bound runs outside it (the worker is where the GPU is)."""
     fake = FakeZeroGPU()
     monkeypatch.setattr(gpu, "spaces", fake)
-    zero_ui = SpaceUI(manager, ServedFiles(str(tmp_path)))
+    zero_ui = SpaceUI(manager, ServedFiles(str(tmp_path)), uploads)
     assert run(zero_ui, clip)[-1][1] == SCRIPTED_SENTENCE
     assert run(zero_ui, clip, mode=ALIGN, text="Hello there", language="English")[-1][1] == "Hello there"
     asked = len(fake.durations)
@@ -340,3 +341,108 @@ def test_every_model_call_of_the_page_crosses_a_zero_gpu_boundary(manager, tmp_p
     assert list(zero_ui.live_finish(session, "0.6B", AUTO, None, True, no_progress))[-2][1] == SCRIPTED_SENTENCE
     assert len(fake.durations) - asked == session.model_calls + 1
     assert all(gpu.BASE_GPU_SECONDS <= d <= gpu.MAX_GPU_SECONDS for d in fake.durations)
+
+
+def test_the_page_reads_only_files_in_the_upload_folder(ui, tmp_path_factory):
+    """A handler called with any other path (as a forged request could) gets one answer, whether the file exists,
+    is audio, or is missing; nothing is read."""
+    outside = tempfile.mkdtemp()  # not under the upload folder the handlers were given
+    try:
+        audio = str(write_media(Path(outside) / "secret.wav", tone(2.0), 16000, "wav"))
+        messages = set()
+        for path in (audio, "/etc/passwd", os.path.join(outside, "missing.wav"), "../../etc/passwd"):
+            for source in (FILE_SOURCE, RECORD_SOURCE):
+                with pytest.raises(gr.Error) as caught:
+                    run(ui, path, source=source, recording=path)
+                messages.add(caught.value.message)
+        assert messages == {UPLOAD_REFUSAL}
+    finally:
+        shutil.rmtree(outside)
+
+
+def test_error_messages_show_user_text_as_text(ui):
+    with pytest.raises(gr.Error) as caught:
+        run(ui, source=URL_SOURCE, url=f"ftp://x/{XSS}")
+    assert "<img" not in caught.value.message and "ftp://" in caught.value.message
+    with pytest.raises(gr.Error) as caught:
+        run(ui, source=URL_SOURCE, url=f"https://[{XSS}")
+    assert "<img" not in caught.value.message and "&lt;img" in caught.value.message
+
+
+def test_long_context_and_text_are_refused_before_the_audio_is_read(ui, clip):
+    folders = os.listdir(ui.served.root)
+    with pytest.raises(gr.Error, match="context is 4,001 characters long, over this server's limit of 4,000"):
+        run(ui, clip, context="x" * 4001)
+    with pytest.raises(gr.Error, match="text to align is 12,001 characters long"):
+        run(ui, clip, mode=ALIGN, text="w " * 6000 + "w")
+    with pytest.raises(gr.Error, match="over the limit of 360 for 4.0 s of audio"):
+        run(ui, clip, mode=ALIGN, text="word " * 100)
+    assert os.listdir(ui.served.root) == folders
+
+
+def test_a_model_that_is_not_loaded_yet_shows_a_loading_stage(model_dir, tmp_path, uploads, clip):
+    fresh = SpaceUI(ModelManager(Settings(model_dir=model_dir)), ServedFiles(str(tmp_path)), uploads)
+    stages = []
+    list(fresh.run(FILE_SOURCE, clip, None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True,
+                   lambda fraction, desc=None: stages.append(desc)))
+    loading = [i for i, desc in enumerate(stages) if desc.startswith("Loading")]
+    transcribing = [i for i, desc in enumerate(stages) if desc.startswith("Transcribing")]
+    assert [stages[i] for i in loading] == ["Loading Qwen3-ASR-0.6B-hf (first use)",
+                                            "Loading Qwen3-ForcedAligner-0.6B-hf (first use)"]
+    assert loading[-1] < transcribing[0]
+    stages.clear()
+    list(fresh.run(FILE_SOURCE, clip, None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True,
+                   lambda fraction, desc=None: stages.append(desc)))
+    assert not any(desc.startswith("Loading") for desc in stages)  # loaded once, kept
+
+
+def test_the_page_says_which_models_can_run(manager, tmp_path):
+    with gr.Blocks() as page:
+        render_ui(manager)
+    markdown = {c["props"].get("elem_id"): c["props"].get("value") for c in page.get_config_file()["components"]}
+    assert markdown["qasr-models"] == ("Models: 0.6B ready (local folder) · 1.7B ready (local folder) · "
+                                       "word timestamps ready (local folder)")
+    missing = ModelManager(Settings(model_dir=str(tmp_path)))
+    assert "0.6B unavailable: the hub is switched off here (HF_HUB_OFFLINE)" in model_status_line(missing.statuses())
+
+
+def test_live_recordings_are_capped_in_number_and_length(model_dir, tmp_path, uploads):
+    settings = Settings(model_dir=model_dir, max_live_sessions=2, max_live_seconds=2.0)
+    capped = SpaceUI(ModelManager(settings), ServedFiles(str(tmp_path)), uploads)
+    chunk = mic_chunks(0.5)[0]
+    _, first = capped.live_update(chunk, None, "0.6B", AUTO, None)
+    _, second = capped.live_update(chunk, None, "0.6B", AUTO, None)
+    with pytest.raises(gr.Error, match="already taking 2 live recordings, its limit"):
+        capped.live_update(chunk, None, "0.6B", AUTO, None)
+    with pytest.raises(gr.Error, match="reached the 2 s limit"):
+        for chunk in mic_chunks(2.0):
+            capped.live_update(chunk, first, "0.6B", AUTO, None)
+    capped.live_sessions.release(second)  # what Gradio does when the page's state expires or the tab closes
+    assert second.released and len(second.audio) == 0
+    _, third = capped.live_update(chunk, None, "0.6B", AUTO, None)
+    assert capped.live_sessions.active() == 2 and third is not second
+
+
+@pytest.mark.parametrize("chunk, message", [
+    ((1_000_000, np.zeros(1000, np.int16)), "sample rate of 1000000"),
+    ((10, np.zeros(10, np.int16)), "sample rate of 10"),
+    ((48000, np.zeros(48000 * 11, np.int16)), "more than 10 s of audio"),
+    ((48000, np.full(4800, np.nan, np.float32)), "NaN or infinity"),
+])
+def test_absurd_live_chunks_are_refused(ui, chunk, message):
+    with pytest.raises(gr.Error, match=message):
+        ui.live_update(chunk, None, "0.6B", AUTO, None)
+
+
+def test_a_chunk_after_stop_joins_no_recording_and_start_begins_a_new_one(model_dir, tmp_path, uploads):
+    page = SpaceUI(ModelManager(Settings(model_dir=model_dir)), ServedFiles(str(tmp_path)), uploads)
+    session = None
+    for chunk in mic_chunks(1.0):
+        _, session = page.live_update(chunk, session, "0.6B", AUTO, None)
+    assert list(page.live_finish(session, "0.6B", AUTO, None, False, no_progress))[-2][1] == SCRIPTED_SENTENCE
+    recorded = session.seconds
+    _, late = page.live_update(mic_chunks(0.5)[0], session, "0.6B", AUTO, None)  # arrives after the stop
+    assert late is session and session.seconds == recorded and page.live_sessions.active() == 0
+    assert page.live_start(session) is None and not session.released  # its final pass may still need it
+    _, abandoned = page.live_update(mic_chunks(0.5)[0], None, "0.6B", AUTO, None)
+    assert page.live_start(abandoned) is None and abandoned.released and page.live_sessions.active() == 0
