@@ -22,7 +22,7 @@ from . import __version__
 from .access import require_token, uploaded_file
 from .errors import AudioError, QasrError, UploadTooLargeError
 from .fetch import fetch_audio
-from .gpu import on_gpu
+from .gpu import on_gpu, user_error
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, NAME_TO_CODE, normalize_language
 from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
 from .results import Transcript
@@ -154,7 +154,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except QasrError as exc:
-        raise gr.Error(str(exc)) from None
+        raise user_error(str(exc)) from None
 
 
 def _authorization(request: gr.Request | None) -> str | None:

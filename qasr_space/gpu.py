@@ -42,6 +42,11 @@ def gpu_seconds(audio: np.ndarray | list[np.ndarray], *args, **kwargs) -> int:
     return int(min(MAX_GPU_SECONDS, BASE_GPU_SECONDS + GPU_SECONDS_PER_AUDIO_MINUTE * minutes))
 
 
+def user_error(message: str) -> gr.Error:
+    """A `gr.Error` for a message meant for the user: Gradio shows it to the caller, and logs no traceback for it."""
+    return gr.Error(message, print_exception=False)
+
+
 def on_gpu(fn: F) -> F:
     """`fn(audio, ...)` (samples or a list of clips) on a ZeroGPU slice for `gpu_seconds(audio)`; its `QasrError`s
     become `gr.Error`s so their message reaches the user from the worker. Generator functions stay generators
@@ -52,14 +57,14 @@ def on_gpu(fn: F) -> F:
             try:
                 yield from fn(*args, **kwargs)
             except QasrError as exc:
-                raise gr.Error(str(exc)) from None
+                raise user_error(str(exc)) from None
     else:
         @functools.wraps(fn)
         def wrapped(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
             except QasrError as exc:
-                raise gr.Error(str(exc)) from None
+                raise user_error(str(exc)) from None
     return spaces.GPU(duration=gpu_seconds)(wrapped)
 
 

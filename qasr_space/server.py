@@ -8,10 +8,12 @@ import gradio as gr
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
 from gradio.utils import get_upload_folder
 
 from .api import register_api, upload_limit_bytes
 from .fetch import FETCH_ROOT
+from .gate import CallGate
 from .gpu import preload, zero_gpu_settings
 from .models import ModelManager
 from .rest import openai_router
@@ -77,7 +79,8 @@ def main() -> None:
     start_janitor(manager.settings)
     demo.queue(default_concurrency_limit=manager.settings.concurrency_limit)
     app, _, _ = demo.launch(prevent_thread_lock=True, max_file_size=upload_limit_bytes(manager.settings),
-                            allowed_paths=[str(ASSETS_DIR)])
+                            allowed_paths=[str(ASSETS_DIR)],
+                            app_kwargs={"middleware": [Middleware(CallGate, blocks=demo)]})
     app.include_router(openai_router(manager))
     close_page_events(app, demo)
     demo.block_thread()

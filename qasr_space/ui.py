@@ -28,7 +28,7 @@ from .access import uploaded_file
 from .audio import SAMPLE_RATE
 from .errors import AudioError, QasrError
 from .fetch import fetch_audio
-from .gpu import on_gpu
+from .gpu import on_gpu, user_error
 from .inference import AsrOutput
 from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
@@ -302,7 +302,7 @@ class SpaceUI:
 def page_error(exc: QasrError | gr.Error) -> gr.Error:
     """The error as the page's toast shows it: the toast renders HTML, and messages quote user input (a URL, a file
     name), so the text is escaped to show as text."""
-    return gr.Error(escape(exc.message if isinstance(exc, gr.Error) else str(exc), quote=False))
+    return user_error(escape(exc.message if isinstance(exc, gr.Error) else str(exc), quote=False))
 
 
 def model_status_line(statuses: list[ModelStatus]) -> str:

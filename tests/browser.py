@@ -4,7 +4,7 @@
 `QASR_MODEL_DIR`, and yields its base URL once the page answers. `launch_chromium` opens the system Chromium
 (Playwright's own browsers are never installed). Both take extras, e.g. a fake microphone:
 `launch_chromium(p, extra_args=["--use-fake-device-for-media-stream", ...])`. `static_server` serves a folder on
-127.0.0.1 for URL inputs.
+127.0.0.1 for URL inputs, silently.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def launch_chromium(playwright, *, extra_args: Sequence[str] = ()):
 def static_server(directory: str | os.PathLike[str]) -> Iterator[str]:
     """Serve `directory` over HTTP on 127.0.0.1 (for URL inputs); yields the base URL, e.g. `http://127.0.0.1:PORT/`."""
     handler = functools.partial(_QuietHandler, directory=os.fspath(directory))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -111,4 +111,11 @@ def static_server(directory: str | os.PathLike[str]) -> Iterator[str]:
 
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
+        pass
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Says nothing on stderr when a client hangs up mid-download (the app does, on an oversized file)."""
+
+    def handle_error(self, request, client_address) -> None:
         pass

@@ -8,7 +8,6 @@ that concurrent clients meet even on a busy two-core machine.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import socket
@@ -16,7 +15,6 @@ import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import certifi
@@ -33,7 +31,7 @@ from qasr_space.access import UPLOAD_REFUSAL
 from qasr_space.languages import NAME_TO_CODE
 from qasr_space.results import Transcript
 from qasr_space.writers import to_srt, to_vtt
-from tests.browser import app_server
+from tests.browser import app_server, static_server
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone, write_media
 
@@ -41,16 +39,6 @@ TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WORDS = SCRIPTED_SENTENCE.split()
 LIMITS = {"QASR_MAX_UPLOAD_MB": "1", "QASR_MAX_AUDIO_SECONDS": "20"}
-
-
-class _QuietFiles(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:  # the app hangs up on an oversized download
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +57,8 @@ def media(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def web(media) -> str:
     """A local web server for `/transcribe_url`, serving the media folder."""
-    server = _QuietServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(media)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with static_server(media) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -332,18 +317,37 @@ def test_the_page_handlers_are_not_api_endpoints(url):
 
 def test_only_uploaded_files_are_read_whatever_path_a_raw_call_names(url, tmp_path):
     """An audio file outside the upload folder, /etc/passwd and a missing path, each with and without Gradio's
-    `meta` marker, through both file endpoints: every answer is a refusal, the same for all three paths."""
+    `meta` marker, through both file endpoints and every route that runs them: one refusal, the same for all."""
     outside = write_media(tmp_path / "secret.wav", tone(2.0), 16000, "wav")
-    paths = [str(outside), "/etc/passwd", str(tmp_path / "missing.wav")]
+    paths = [str(outside), "/etc/passwd", str(tmp_path / "missing.wav"), "http://169.254.169.254/latest"]
+    answers = []
     for endpoint, extra in [("transcribe", ["0.6B", "auto", "", False]), ("align", ["hello", "auto"])]:
         for meta in ({}, {"meta": {"_type": "gradio.FileData"}}):
-            answers = [raw_call(url, endpoint, [{"path": path, **meta}, *extra], AUTH) for path in paths]
-            assert [event for event, _ in answers] == ["error"] * 3
-            assert answers[0] == answers[1] == answers[2]
-            if not meta:  # with the marker, Gradio refuses before the endpoint runs, giving no text at all
-                assert answers[0][1]["error"] == UPLOAD_REFUSAL
-    event, data = raw_call(url, "transcribe", [{"path": str(outside)}, 5, ["x"], None, "yes"], AUTH)
-    assert event == "error" and "must be" in data["error"]
+            for path in paths:
+                for route in (f"call/{endpoint}", f"run/{endpoint}", "queue/join"):
+                    body = {"data": [{"path": path, **meta}, *extra], "session_hash": "x", "fn_index": 0}
+                    answer = httpx.post(f"{url}gradio_api/{route}", json=body, headers=AUTH, timeout=30)
+                    answers.append((answer.status_code, answer.json()))
+    assert answers == [(400, {"detail": UPLOAD_REFUSAL})] * len(answers)
+    clip = handle_upload(url, outside)
+    assert raw_call(url, "transcribe", [clip, 5, "auto", None, False], AUTH)[1]["error"] == (
+        "`model` must be text, not int.")
+    assert raw_call(url, "transcribe", [clip, "0.6B", "auto", None, "yes"], AUTH)[1]["error"] == (
+        "`timestamps` must be true or false, not str.")
+    event, data = raw_call(url, "transcribe", [clip, "0.6B", "auto", None, None], AUTH)
+    assert event == "complete" and data[0]["text"] == SCRIPTED_SENTENCE
+
+
+def handle_upload(url: str, path: Path) -> dict:
+    """Upload a file as any HTTP client can (`POST /gradio_api/upload`), returning the reference to send."""
+    stored = httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, path.read_bytes())}).json()[0]
+    return {"path": stored, "meta": {"_type": "gradio.FileData"}}
+
+
+def test_a_raw_call_with_missing_inputs_is_told_how_many(url):
+    answer = httpx.post(f"{url}gradio_api/call/transcribe", json={"data": []}, headers=AUTH)
+    assert answer.status_code == 400
+    assert answer.json()["detail"].startswith("The /transcribe endpoint takes 5 inputs and got 0")
 
 
 def test_oversized_text_is_refused_at_once_and_the_next_request_is_served(client, media):
