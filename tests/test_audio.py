@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
 from pathlib import Path
 
 import av
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from qasr_space.audio import SAMPLE_RATE, is_silent, load_audio, split_at_quiet_points
+from qasr_space.audio import SAMPLE_RATE, check_finite, is_silent, load_audio, split_at_quiet_points
 from qasr_space.errors import AudioError, AudioTooLongError
 from tests.media import FORMATS, suffix, tone, write_media, write_sparse_wav, write_video_only
 
@@ -265,6 +266,19 @@ def _reference_cut(audio: np.ndarray, left: int, right: int, win: int) -> int:
     sums = np.convolve(seg, np.ones(win, dtype=np.float64), mode="valid")
     pos = int(np.argmin(sums))
     return left + pos + int(np.argmin(seg[pos : pos + win]))
+
+
+def test_silence_and_sample_checks_copy_no_recording() -> None:
+    """Ten minutes of quiet audio (38 MB as float32): the checks work in blocks, never on a float64 copy (77 MB)."""
+    quiet = np.full(10 * 60 * SAMPLE_RATE, 1e-4, np.float32)
+    tracemalloc.start()
+    try:
+        assert is_silent(quiet)
+        check_finite(quiet)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 1024 * 1024
 
 
 def test_pieces_are_contiguous_and_within_the_limit() -> None:
