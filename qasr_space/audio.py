@@ -169,6 +169,8 @@ def _decode(source: str | os.PathLike[str] | bytes | BinaryIO, max_seconds: floa
                 )
             raise _not_audio(name)
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # a codec FFmpeg has no decoder for; PyAV 17 crashes if asked to decode it
+            raise AudioError(f"{name} uses an audio codec this server cannot decode; {_FORMATS_HINT}.")
         declared = _declared_seconds(container, stream)
         if max_seconds is not None and declared is not None and declared > max_seconds + _METADATA_SLACK_SECONDS:
             raise _too_long(declared, max_seconds)

@@ -190,6 +190,20 @@ def test_rate_and_channel_changes_mid_stream_are_followed(tmp_path: Path) -> Non
         assert _rms(audio[second * SAMPLE_RATE : (second + 1) * SAMPLE_RATE]) == pytest.approx(level, rel=0.1)
 
 
+def test_a_wav_of_a_codec_without_a_decoder_is_refused(tmp_path: Path) -> None:
+    """Format tag 0x1234 names no codec FFmpeg can decode; PyAV 17 (the last for Python 3.10) crashes the process if
+    asked to decode it, so it must be refused before."""
+    pcm = (tone(0.5) * 32767).astype("<i2").tobytes()
+    header = (b"RIFF" + (36 + len(pcm)).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+              + (0x1234).to_bytes(2, "little") + (1).to_bytes(2, "little") + (16000).to_bytes(4, "little")
+              + (32000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+              + b"data" + len(pcm).to_bytes(4, "little"))
+    path = tmp_path / "codec.wav"
+    path.write_bytes(header + pcm)
+    with pytest.raises(AudioError, match="'codec.wav' uses an audio codec this server cannot decode"):
+        load_audio(path)
+
+
 def test_an_image_is_not_audio(tmp_path: Path) -> None:
     path = tmp_path / "cover.png"
     with av.open(str(path), "w", format="image2") as out:

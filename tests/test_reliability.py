@@ -518,6 +518,7 @@ NO_MULTIPART = "only the REST route takes a multipart form"
 NO_UPLOAD_REF = "only the named endpoints take a reference to an uploaded file"
 TRAVERSAL = f"../../../../reliability-{uuid.uuid4().hex[:12]}.wav"
 UNDECODABLE = "could not be decoded as audio"
+NO_DECODER = "uses an audio codec this server cannot decode"
 TOKEN_REFUSED = "Missing or wrong API token"
 NOT_UPLOADED = "No uploaded file was found at that reference"
 
@@ -599,9 +600,9 @@ KINDS: list[Kind] = [
          rest(Err("corrupt"), file=M("corrupt.mp3")),
          cli(Err("corrupt"), "transcribe", M("corrupt.mp3"))),
     Kind("wav-of-an-unknown-codec",
-         gradio("/transcribe", Err(UNDECODABLE), audio=M("codec.wav")),
-         rest(Err(UNDECODABLE), file=M("codec.wav")),
-         cli(Err(UNDECODABLE), "transcribe", M("codec.wav"))),
+         gradio("/transcribe", Err(NO_DECODER), audio=M("codec.wav")),
+         rest(Err(NO_DECODER), file=M("codec.wav")),
+         cli(Err(NO_DECODER), "transcribe", M("codec.wav"))),
     Kind("video-without-audio",
          gradio("/transcribe", Err("video but no audio track"), audio=M("video.mp4")),
          rest(Err("video but no audio track"), file=M("video.mp4")),
