@@ -8,8 +8,8 @@ import gradio as gr
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from starlette.middleware import Middleware
 from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from .api import register_api, upload_limit_bytes
 from .fetch import FETCH_ROOT

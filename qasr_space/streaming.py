@@ -166,7 +166,7 @@ def check_chunk(chunk: tuple[int, np.ndarray]) -> None:
 
 
 class LiveSessions:
-    """The live recordings of a process, at most `max_sessions` at once, each at most `max_seconds` long.
+    """The live recordings of one page (a `SpaceUI`), at most `max_sessions` at once, each at most `max_seconds` long.
 
     A session that has received no audio for `idle_seconds` is abandoned: the next `open` frees it, as does the
     page's state expiry (`release`), so a closed tab never keeps its recording in memory.
