@@ -69,7 +69,7 @@ def load_audio(
             "record or upload a longer clip."
         )
     check_finite(audio)
-    return _normalize_peak(audio)
+    return normalize_peak(audio)
 
 
 def check_finite(audio: np.ndarray) -> None:
@@ -302,12 +302,11 @@ def _to_float_mono(samples: np.ndarray, channel_axis: int | None = None) -> np.n
     return np.ascontiguousarray(scaled, dtype=np.float32)
 
 
-def _normalize_peak(audio: np.ndarray) -> np.ndarray:
-    """As the reference pipeline does: divide by the peak if it exceeds 1.0, then clip to [-1, 1] (in place)."""
+def normalize_peak(audio: np.ndarray) -> np.ndarray:
+    """As the reference pipeline does: divide by the peak if it exceeds 1.0, so every sample is within [-1, 1] (its
+    clip to [-1, 1] then changes nothing). A new array when it scales, else `audio` itself, which is never modified."""
     peak = _peak(audio)
-    if peak > 1.0:
-        audio = audio / np.float32(peak)
-    return np.clip(audio, -1.0, 1.0, out=audio)
+    return audio / np.float32(peak) if peak > 1.0 else audio
 
 
 def _peak(audio: np.ndarray) -> float:

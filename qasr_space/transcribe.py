@@ -13,7 +13,8 @@ from typing import Union
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioSource, check_finite, is_silent, load_audio, split_at_quiet_points
+from .audio import (SAMPLE_RATE, AudioSource, check_finite, is_silent, load_audio, normalize_peak,
+                    split_at_quiet_points)
 from .errors import AudioTooLongError, InputTooLongError, LanguageError, NoSpeechError, QasrError
 from .inference import run_aligner, run_asr
 from .languages import ALIGNER_LANGUAGES, aligner_supports, detected_language, normalize_language
@@ -75,6 +76,7 @@ def prepare_audio(source: AudioInput, settings: Settings) -> np.ndarray:
         source, max_seconds=settings.max_audio_seconds, min_seconds=settings.min_audio_seconds)
     if isinstance(source, np.ndarray):
         check_finite(audio)
+        audio = normalize_peak(audio)  # as files and Gradio's tuples are, so every input is treated alike
         seconds = len(audio) / SAMPLE_RATE
         if seconds > settings.max_audio_seconds:
             raise AudioTooLongError(

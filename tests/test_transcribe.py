@@ -11,7 +11,7 @@ from qasr_space import inference
 from qasr_space.inference import asr_inputs, run_asr
 from qasr_space.models import ModelManager
 from qasr_space.settings import Settings
-from qasr_space.transcribe import align, iter_transcribe, transcribe
+from qasr_space.transcribe import align, iter_transcribe, prepare_audio, transcribe
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone, write_media
 
@@ -150,3 +150,16 @@ def test_align_own_text(manager):
 def test_bad_input_gets_a_clear_error(manager, call, error, words):
     with pytest.raises(error, match=words):
         call(manager)
+
+
+def test_a_bare_array_is_peak_normalised_like_a_file_and_left_untouched(settings):
+    """The reference divides every input by its peak when that exceeds 1.0; so does prepare_audio for arrays,
+    without writing into the caller's array (a live recording's buffer is read-only)."""
+    loud = tone(1.0) * np.float32(5.0)
+    loud.flags.writeable = False
+    peak = np.abs(loud).max()
+    prepared = prepare_audio(loud, settings)
+    assert peak > 1.0 and np.abs(prepared).max() == 1.0 and np.allclose(prepared, loud / peak)
+    assert np.abs(loud).max() == peak  # the caller's array keeps its own scale
+    quiet = tone(1.0)
+    assert prepare_audio(quiet, settings) is quiet  # within [-1, 1]: nothing to do, nothing copied
