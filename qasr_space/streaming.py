@@ -29,7 +29,7 @@ from .inference import AsrOutput, run_asr
 from .languages import detected_language, normalize_language
 from .models import ModelManager
 from .settings import Settings
-from .transcribe import text_separator
+from .transcribe import check_context, text_separator
 
 #: Re-decoded audio is at most this long (plus one update's new audio) before its older part is committed.
 WINDOW_SECONDS = 15.0
@@ -224,6 +224,7 @@ def update(
     runs the model (default: `transcribe_clips` with `manager`).
     """
     forced = normalize_language(language)
+    check_context(context, manager.settings)  # every update repeats it in the prompt
     if window_seconds <= MIN_TAIL_SECONDS:
         raise ValueError(f"window_seconds must exceed {MIN_TAIL_SECONDS} s, got {window_seconds}")
     with session._lock:

@@ -423,6 +423,12 @@ def test_live_recordings_are_capped_in_number_and_length(model_dir, tmp_path, up
     assert capped.live_sessions.active() == 2 and third is not second
 
 
+def test_a_live_update_refuses_a_context_over_the_limit(ui):
+    """The page's box caps its length, but a forged call can send anything: every update would repeat it."""
+    with pytest.raises(gr.Error, match="context is 1,048,576 characters long"):
+        ui.live_update(mic_chunks(1.0)[0], None, "0.6B", AUTO, "c" * (1 << 20))
+
+
 @pytest.mark.parametrize("chunk, message", [
     ((1_000_000, np.zeros(1000, np.int16)), "sample rate of 1000000"),
     ((10, np.zeros(10, np.int16)), "sample rate of 10"),
