@@ -25,9 +25,11 @@ from .fetch import fetch_audio
 from .gpu import on_gpu, user_error
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, NAME_TO_CODE, normalize_language
 from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
+from .diarize import SpeakerCount, parse_speakers
 from .results import Transcript
 from .settings import Settings
-from .transcribe import ALIGNER_MAX_SECONDS, align, check_align_text, check_context, prepare_audio, transcribe
+from .transcribe import (ALIGNER_MAX_SECONDS, align, check_align_text, check_context, prepare_audio, transcribe,
+                         with_speakers)
 from .ui import ServedFiles
 from .writers import write_transcript
 
@@ -35,10 +37,12 @@ from .writers import write_transcript
 SUBTITLE_FORMATS = ("srt", "vtt")
 
 _RETURNS = ("Returns (transcript, srt, vtt): the transcript as JSON (language, text, duration, words with start/end "
-            "seconds, segments, model, chunks, warnings), then the same as SRT and WebVTT subtitle files.")
+            "seconds, segments, model, chunks, warnings, and with speakers: each word's and segment's speaker, the "
+            "speakers, their turns and overlaps), then the same as SRT and WebVTT subtitle files.")
 _OPTIONS = ("`model`: 0.6B or 1.7B (or a hub id such as Qwen/Qwen3-ASR-1.7B-hf). `language`: a name or code "
             "(English, en, ...) or auto to detect it. `context`: optional text that biases the transcript (names, "
-            "terms). `timestamps`: word timestamps from the forced aligner (11 languages).")
+            "terms). `timestamps`: word timestamps from the forced aligner (11 languages). `speakers`: who spoke "
+            "when: off (default), auto, a number (2) or a range (2-4).")
 
 
 def check_upload_size(size: int, settings: Settings) -> None:
@@ -97,28 +101,35 @@ def register_api(manager: ModelManager) -> None:
         return transcribe(audio, manager=manager, model=model, language=language, context=context,
                           timestamps=timestamps)
 
+    def transcribe_with_speakers(audio: np.ndarray, options: tuple, speakers: SpeakerCount | None) -> Transcript:
+        """ASR on the GPU slice, then (on the CPU) who spoke when."""
+        result = transcribe_audio(audio, *options)
+        return with_speakers(result, audio, speakers) if speakers is not None else result
+
     @on_gpu
     def align_audio(audio: np.ndarray, text: str, language: str | None) -> Transcript:
         return align(audio, text, manager=manager, language=language)
 
     def transcribe_file(audio: FileData, model: str = DEFAULT_MODEL, language: str = "auto", context: str = "",
-                        timestamps: bool = False, request: gr.Request = None) -> tuple[dict, FileData, FileData]:
+                        timestamps: bool = False, speakers: str = "off",
+                        request: gr.Request = None) -> tuple[dict, FileData, FileData]:
         with _user_errors():
             require_token(_authorization(request), settings)
-            name, forced, context, timestamps = _transcribe_options(model, language, context, timestamps, settings)
+            options = _transcribe_options(model, language, context, timestamps, settings)
+            count = parse_speakers(_text(speakers, "speakers"))
             samples = prepare_audio(_uploaded(audio, settings), settings)
-            result = transcribe_audio(samples, name, forced, context, timestamps)
-            return _with_subtitles(result, served)
+            return _with_subtitles(transcribe_with_speakers(samples, options, count), served)
 
     def transcribe_url(url: str, model: str = DEFAULT_MODEL, language: str = "auto", context: str = "",
-                       timestamps: bool = False, request: gr.Request = None) -> tuple[dict, FileData, FileData]:
+                       timestamps: bool = False, speakers: str = "off",
+                       request: gr.Request = None) -> tuple[dict, FileData, FileData]:
         with _user_errors():
             require_token(_authorization(request), settings)
-            name, forced, context, timestamps = _transcribe_options(model, language, context, timestamps, settings)
+            options = _transcribe_options(model, language, context, timestamps, settings)
+            count = parse_speakers(_text(speakers, "speakers"))
             with fetch_audio(_text(url, "url"), settings) as fetched:
                 samples = prepare_audio(fetched.audio, settings)
-            result = transcribe_audio(samples, name, forced, context, timestamps)
-            return _with_subtitles(result, served)
+            return _with_subtitles(transcribe_with_speakers(samples, options, count), served)
 
     def align_text(audio: FileData, text: str, language: str = "auto",
                    request: gr.Request = None) -> tuple[dict, FileData, FileData]:

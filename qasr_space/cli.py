@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Iterator
 
+from .diarize import parse_speakers
 from .errors import QasrError
 from .models import ASR_MODELS, ModelManager
 from .settings import Settings
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="0.6B", help=f"one of {', '.join(ASR_MODELS)} (default 0.6B)")
     run.add_argument("--context", default=None, help="context or hotwords to bias the transcript")
     run.add_argument("--timestamps", action="store_true", help="word timestamps from the ForcedAligner")
+    run.add_argument("--speakers", default=None, metavar="N|MIN-MAX|auto",
+                     help="say who spoke when: a number of speakers, a range, or auto (default: off)")
 
     own = commands.add_parser("align", help="word timestamps for a transcript you already have")
     common(own)
@@ -62,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     manager = ModelManager(settings)
     try:
+        speakers = parse_speakers(args.speakers) if args.command == "transcribe" else None
         with _audio_source(args.audio, settings) as source:
             if args.command == "align":
                 result = align(source, args.text, manager=manager, language=args.language)
             else:
                 result = transcribe(source, manager=manager, model=args.model, language=args.language,
-                                    context=args.context, timestamps=args.timestamps)
+                                    context=args.context, timestamps=args.timestamps, speakers=speakers)
         render = FORMATS[args.format][0]
         text = render(result)
         if args.output:

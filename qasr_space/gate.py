@@ -4,11 +4,14 @@ Gradio refuses a file reference outside its upload folder, or a call with too fe
 and the caller then gets an error with no text at all (`{"error": null}`). `CallGate` is an ASGI middleware that
 looks at the JSON body of every call route first and answers 400 with one sentence instead: the same refusal the
 endpoints give (`access.UPLOAD_REFUSAL`) for any path that is not an upload, whether or not it exists, and the number
-of inputs an endpoint takes. Calls that pass go on to Gradio with their body unchanged.
+of inputs an endpoint takes. A call that leaves out trailing inputs that have defaults gets those defaults filled in,
+so a program written before an endpoint gained an option keeps working; other calls that pass go on to Gradio with
+their body unchanged.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -53,6 +56,7 @@ class CallGate:
         if problem:
             await _refuse(send, 400, problem)
             return
+        body = self.completed(route["name"], body)
         replayed = False
 
         async def replay() -> dict:
@@ -80,15 +84,43 @@ class CallGate:
             except UploadRefusedError:
                 return UPLOAD_REFUSAL
         fn = self._event(name, call.get("fn_index"))
-        if fn is not None and fn.api_visibility == "public" and isinstance(data, list) and len(data) < len(fn.inputs):
-            return (f"The /{fn.api_name} endpoint takes {len(fn.inputs)} inputs and got {len(data)}; "
-                    "see /gradio_api/info for their names, or call it with gradio_client.")
+        if fn is not None and fn.api_visibility == "public" and isinstance(data, list):
+            required = len(fn.inputs) - len(_defaults(fn))
+            if len(data) < required:
+                return (f"The /{fn.api_name} endpoint takes {required} to {len(fn.inputs)} inputs and got "
+                        f"{len(data)}; see /gradio_api/info for their names, or call it with gradio_client.")
         return None
+
+    def completed(self, name: str | None, body: bytes) -> bytes:
+        """`body` with the defaults of the trailing inputs it leaves out (after `problem` found none missing that
+        have no default)."""
+        try:
+            call = json.loads(body)
+        except ValueError:
+            return body
+        data = call.get("data") if isinstance(call, dict) else None
+        fn = self._event(name, call.get("fn_index")) if isinstance(data, list) else None
+        if fn is None or fn.api_visibility != "public" or len(data) >= len(fn.inputs):
+            return body
+        defaults = _defaults(fn)
+        call["data"] = data + defaults[len(defaults) - (len(fn.inputs) - len(data)):]
+        return json.dumps(call).encode()
 
     def _event(self, name: str | None, fn_index: Any) -> Any:
         if name is not None:
             return next((fn for fn in self.blocks.fns.values() if fn.api_name == name), None)
         return self.blocks.fns.get(fn_index) if isinstance(fn_index, int) else None
+
+
+def _defaults(fn: Any) -> list[Any]:
+    """The default values of an endpoint's trailing inputs (a `gr.api` function's keyword defaults)."""
+    parameters = [p for p in inspect.signature(fn.fn).parameters.values() if p.name != "request"][:len(fn.inputs)]
+    defaults: list[Any] = []
+    for parameter in reversed(parameters):
+        if parameter.default is inspect.Parameter.empty:
+            break
+        defaults.insert(0, parameter.default)
+    return defaults
 
 
 def _file_references(value: Any) -> Iterator[Any]:

@@ -32,11 +32,30 @@ def _span(text: str, start: float, end: float) -> str:
             f"{escape(word)}</span>")
 
 
+#: Speaker colours, cycled: distinct hues that read on light and dark backgrounds.
+SPEAKER_COLOURS = ("#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#65a30d")
+
+
 def _timed_text(transcript: Transcript) -> str:
-    """Words when there are word timestamps; otherwise one span per segment (a chunk), so seeking still works."""
+    """Words when there are word timestamps; otherwise one span per segment (a chunk), so seeking still works. With
+    speakers, each turn is a block of its own, led by the speaker's name in the speaker's colour."""
     if transcript.words:
-        return "".join(_span(w.text, w.start, w.end) for w in transcript.words)
-    return " ".join(_span(s.text, s.start, s.end) for s in transcript.segments if s.text.strip())
+        pieces = [(w.speaker, w.text, w.start, w.end) for w in transcript.words]
+    else:
+        pieces = [(s.speaker, " " + s.text.strip(), s.start, s.end) for s in transcript.segments if s.text.strip()]
+    if not transcript.speakers:
+        return "".join(_span(text, start, end) for _, text, start, end in pieces).lstrip()
+    colours = {speaker: i % len(SPEAKER_COLOURS) for i, speaker in enumerate(transcript.speakers)}
+    turns: list[tuple[str | None, list[str]]] = []
+    for speaker, text, start, end in pieces:
+        if turns and turns[-1][0] == speaker:
+            turns[-1][1].append(_span(text, start, end))
+        else:
+            turns.append((speaker, [_span(text.lstrip(), start, end)]))
+    return "".join(
+        f'<div class="qk-turn" style="--qk-speaker: {SPEAKER_COLOURS[colours.get(speaker, 0)]}">'
+        f'<span class="qk-speaker">{escape(speaker or "Unknown speaker")}</span>{"".join(spans)}</div>'
+        for speaker, spans in turns)
 
 
 def render_karaoke(transcript: Transcript, audio_url: str, *, title: str | None = None,
@@ -152,5 +171,10 @@ KARAOKE_CSS = """
 .qk-word { cursor: pointer; border-radius: 4px; padding: 1px 2px; transition: background-color 0.12s; }
 .qk-word:hover { background: var(--background-fill-secondary); }
 .qk-word.qk-active { background: var(--color-accent); color: white; }
+.qk-turn { border-left: 4px solid var(--qk-speaker); padding-left: 10px; margin: 0 0 8px; }
+.qk-speaker {
+  display: block; color: var(--qk-speaker); font-weight: 600; font-size: 0.85rem; line-height: 1.4;
+  text-transform: none; user-select: none;
+}
 .qk-notes { margin: 0; padding-left: 1.2em; color: var(--body-text-color-subdued); font-size: 0.9rem; }
 """

@@ -141,7 +141,7 @@ class ModelThread:
 MODEL_THREAD = ModelThread()
 #: One model load at a time in a process: `from_pretrained` builds models under a process-wide meta-device context,
 #: so two loads in two threads break each other ("Cannot copy out of meta tensor").
-_LOAD_LOCK = threading.Lock()
+LOAD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -249,7 +249,7 @@ class ModelManager:
             if hub_id in self._cache:
                 self._cache.move_to_end(hub_id)
                 return self._cache[hub_id]
-        with _LOAD_LOCK:
+        with LOAD_LOCK:
             with self._cache_lock:
                 if hub_id in self._cache:
                     self._cache.move_to_end(hub_id)

@@ -2,9 +2,11 @@
 
 Existing OpenAI clients work by pointing their base URL at the server (`OpenAI(base_url=f"{url}/v1")`). The form
 takes OpenAI's fields: `file`, `model` (qwen3-asr-0.6b, qwen3-asr-1.7b or a hub id), `language` (ISO code),
-`prompt` (the context), `response_format` (json, text, srt, verbose_json, vtt) and `timestamp_granularities[]`
-(word, segment) for verbose_json. Timed formats (srt, vtt, verbose_json) get word timestamps from the forced
-aligner where it covers the language. Errors are OpenAI's error JSON with a 4xx status for the caller's mistakes.
+`prompt` (the context), `response_format` (json, text, srt, verbose_json, vtt, diarized_json) and
+`timestamp_granularities[]` (word, segment) for verbose_json. Timed formats (srt, vtt, verbose_json, diarized_json)
+get word timestamps from the forced aligner where it covers the language. `diarized_json` says who spoke each segment,
+as OpenAI's diarizing model does; one more field, `speakers` (auto, a number or a range such as 2-4), turns speakers
+on for every format, or sets how many to look for. Errors are OpenAI's error JSON with a 4xx status for the caller's mistakes.
 
 On ZeroGPU the route answers 503: GPU time there is granted to Gradio requests only.
 
@@ -31,6 +33,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .api import check_upload_size, upload_limit_bytes
 from .access import require_token
+from .diarize import SpeakerCount, parse_speakers
 from .errors import (AudioError, LanguageError, ModelUnavailableError, QasrError, UnauthorizedError, UnknownModelError,
                      shown)
 from .gpu import ON_ZERO_GPU
@@ -43,7 +46,8 @@ from .writers import to_srt, to_txt, to_vtt
 
 log = logging.getLogger(__name__)
 ROUTE = "/v1/audio/transcriptions"
-RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
+TIMED_FORMATS = ("srt", "vtt", "verbose_json", "diarized_json")
 GRANULARITIES = ("word", "segment")
 #: Form fields other than the file: at most this many, each at most this long (a long prompt fits).
 _MAX_FIELDS = 16
@@ -72,6 +76,7 @@ class _Options:
     context: str | None
     response_format: str
     granularities: tuple[str, ...]
+    speakers: SpeakerCount | None
 
 
 def openai_router(manager: ModelManager) -> APIRouter:
@@ -94,7 +99,8 @@ def openai_router(manager: ModelManager) -> APIRouter:
                 options = _options(form, settings)
                 run = functools.partial(
                     transcribe, upload.file, manager=manager, model=options.model, language=options.language,
-                    context=options.context, timestamps=options.response_format in ("srt", "vtt", "verbose_json"))
+                    context=options.context, timestamps=options.response_format in TIMED_FORMATS,
+                    speakers=options.speakers)
                 transcript = await anyio.to_thread.run_sync(run, limiter=limiter)
             finally:
                 await form.close()
@@ -175,7 +181,11 @@ def _options(form: FormData, settings: Settings) -> _Options:
         check_context(prompt, settings)
     except QasrError as exc:
         raise OpenAIError(exc.status_code, str(exc), param="prompt") from exc
-    return _Options(model, language, prompt, response_format, granularities)
+    try:
+        speakers = parse_speakers(_text(form, "speakers") or ("auto" if response_format == "diarized_json" else None))
+    except QasrError as exc:
+        raise OpenAIError(exc.status_code, str(exc), param="speakers") from exc
+    return _Options(model, language, prompt, response_format, granularities, speakers)
 
 
 def _text(form: FormData, name: str) -> str | None:
@@ -203,6 +213,8 @@ def _render(transcript: Transcript, options: _Options) -> Response:
         return JSONResponse({"text": transcript.text})
     if options.response_format == "verbose_json":
         return JSONResponse(verbose_json(transcript, options.granularities))
+    if options.response_format == "diarized_json":
+        return JSONResponse(diarized_json(transcript))
     return PlainTextResponse(_TEXT_FORMATS[options.response_format](transcript))
 
 
@@ -215,11 +227,26 @@ def verbose_json(transcript: Transcript, granularities: tuple[str, ...] = ("segm
     body: dict[str, Any] = {"task": "transcribe", "language": (transcript.language or "").lower(),
                             "duration": transcript.duration, "text": transcript.text}
     if "word" in granularities:
-        body["words"] = [{"word": w.text.strip(), "start": w.start, "end": w.end} for w in transcript.words]
+        body["words"] = [{"word": w.text.strip(), "start": w.start, "end": w.end, **_speaker(w.speaker)}
+                         for w in transcript.words]
     if "segment" in granularities:
         body["segments"] = [
             {"id": i, "seek": 0, "start": s.start, "end": s.end, "text": s.text, "tokens": [], "temperature": 0.0,
-             "avg_logprob": 0.0, "compression_ratio": 1.0, "no_speech_prob": 0.0}
+             "avg_logprob": 0.0, "compression_ratio": 1.0, "no_speech_prob": 0.0, **_speaker(s.speaker)}
             for i, s in enumerate(transcript.segments)
         ]
+    if transcript.speakers:
+        body["speakers"] = list(transcript.speakers)
     return body
+
+
+def diarized_json(transcript: Transcript) -> dict[str, Any]:
+    """OpenAI's `diarized_json`: task, duration, text, and segments each with its `speaker`."""
+    return {"task": "transcribe", "duration": transcript.duration, "text": transcript.text,
+            "segments": [{"type": "transcript.text.segment", "id": f"seg_{i:03d}", "start": s.start, "end": s.end,
+                          "text": s.text, "speaker": s.speaker or ""}
+                         for i, s in enumerate(transcript.segments)]}
+
+
+def _speaker(speaker: str | None) -> dict[str, str]:
+    return {"speaker": speaker} if speaker else {}

@@ -15,6 +15,7 @@ import numpy as np
 
 from .audio import (SAMPLE_RATE, AudioSource, check_finite, is_silent, load_audio, normalize_peak,
                     split_at_quiet_points)
+from .diarize import SpeakerCount, assign_speakers, diarize
 from .errors import AudioTooLongError, InputTooLongError, LanguageError, NoSpeechError, QasrError
 from .inference import run_aligner, run_asr
 from .languages import ALIGNER_LANGUAGES, aligner_supports, detected_language, normalize_language
@@ -197,9 +198,11 @@ def transcribe(
     timestamps: bool = False,
     progress: ProgressCallback | None = None,
     max_new_tokens: int | None = None,
+    speakers: SpeakerCount | None = None,
     **generate_kwargs,
 ) -> Transcript:
-    """Transcribe a path, bytes, a Gradio `(rate, samples)` pair or float32 16 kHz samples."""
+    """Transcribe a path, bytes, a Gradio `(rate, samples)` pair or float32 16 kHz samples; with `speakers`, say who
+    spoke each word (`with_speakers`)."""
     forced = normalize_language(language)
     name = asr_model_name(model)
     check_context(context, manager.settings)
@@ -207,8 +210,25 @@ def transcribe(
     results = iter_transcribe(audio, manager=manager, model=name, language=forced, context=context,
                               timestamps=timestamps, progress=progress, max_new_tokens=max_new_tokens,
                               **generate_kwargs)
-    return require_speech(collect(results, duration=len(audio) / SAMPLE_RATE, model_name=ASR_MODELS[name],
-                                  forced=forced))
+    transcript = require_speech(collect(results, duration=len(audio) / SAMPLE_RATE, model_name=ASR_MODELS[name],
+                                        forced=forced))
+    return with_speakers(transcript, audio, speakers, progress) if speakers is not None else transcript
+
+
+def with_speakers(transcript: Transcript, audio: np.ndarray, speakers: SpeakerCount,
+                  progress: ProgressCallback | None = None) -> Transcript:
+    """`transcript` of `audio` with each word's and segment's speaker, from one diarization of the whole audio (on
+    the CPU: it needs no GPU, and on ZeroGPU it then costs no GPU time). A count it could not meet is a warning."""
+    (progress or (lambda fraction, message: None))(1.0, "Finding speakers")
+    found = diarize(audio, speakers)
+    result = assign_speakers(transcript, found)
+    count = len(found.speakers)
+    if not found.turns:
+        result.warnings.append("no speaker turns found: the voices were too faint or too short to tell apart")
+    elif speakers.minimum is not None and count < speakers.minimum:
+        result.warnings.append(f"found {count} speaker{'s' * (count != 1)}, fewer than the {speakers.describe()} "
+                               "asked for: under about 6 s of speech, or alike voices, give one")
+    return result
 
 
 def require_speech(transcript: Transcript | None) -> Transcript:

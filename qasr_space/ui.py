@@ -33,11 +33,12 @@ from .inference import AsrOutput
 from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
 from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, ModelStatus, asr_model_name
+from .diarize import MAX_SPEAKERS, SpeakerCount, parse_speakers, rename_speakers
 from .results import Transcript
 from .streaming import IDLE_SECONDS, LiveSession, LiveSessions, LiveText, transcribe_clips, update
 from .transcribe import (ChunkResult, align, check_align_text, check_context, collect, iter_transcribe, prepare_audio,
-                         require_speech)
-from .writers import FORMATS, write_transcript
+                         require_speech, with_speakers)
+from .writers import FORMATS, to_txt, write_transcript
 
 AUTO = "Auto"
 TRANSCRIBE = "Transcribe"
@@ -62,6 +63,9 @@ TIMESTAMPS_INFO = f"Word timing from Qwen3-ForcedAligner, for {len(ALIGNER_LANGU
 AUTO_TIMESTAMPS_INFO = (f"Word timing from Qwen3-ForcedAligner ({', '.join(ALIGNER_LANGUAGES)}); the result says so "
                         "if the detected language is not one of them.")
 LANGUAGE_INFO = "Auto detects it."
+SPEAKERS_OFF = "Off"
+SPEAKER_CHOICES = [SPEAKERS_OFF, AUTO, *(str(n) for n in range(2, 7))]
+SPEAKERS_INFO = "Who spoke when: Auto counts the voices, or say how many. Runs offline on the CPU."
 ALIGN_LANGUAGE_INFO = "The language of the text, for splitting it into words; Auto splits at spaces."
 LIVE_NOTE = ("Press record and speak: text appears as you talk (grey words may still change). When you stop, the "
              "whole recording is transcribed once more, with word timestamps when they are on.")
@@ -106,6 +110,17 @@ class _Input:
     title: str | None = None  # the fetched page's title
 
 
+@dataclass
+class _Shown:
+    """The result on the page, kept (per browser tab) so that renaming a speaker can redo the view and downloads:
+    the transcript with the speakers' own labels, and where its audio and files go."""
+
+    transcript: Transcript
+    media_path: str
+    name: str
+    title: str | None
+
+
 def _playable(path: str, audio: np.ndarray, folder: str, *, copy: bool) -> str:
     """A file the browser can play: `path` itself (copied into `folder` when it will vanish), or a 16 kHz WAV of the
     decoded samples when browsers cannot play its format (a .mkv, say)."""
@@ -127,8 +142,9 @@ def _downloads(transcript: Transcript, folder: str, name: str) -> list[str]:
             for fmt, (_, suffix, _) in FORMATS.items()]
 
 
-#: What every update sets: language, transcript text, karaoke HTML, download files (None until the end).
-Outputs = tuple[str, str, str, "list[str] | None"]
+#: What every update sets: language, transcript text, karaoke HTML, download files (None until the end), the speaker
+#: names table, and the result kept for renaming.
+Outputs = tuple[str, str, str, "list[str] | None", dict, "_Shown | None"]
 
 
 class SpaceUI:
@@ -182,7 +198,8 @@ class SpaceUI:
             self.live_sessions.release(session)
 
     def live_finish(self, session: LiveSession | None, model: str, language: str, context: str | None,
-                    timestamps: bool, progress: Callable = gr.Progress()) -> Iterator[tuple]:
+                    timestamps: bool, speakers: str = SPEAKERS_OFF,
+                    progress: Callable = gr.Progress()) -> Iterator[tuple]:
         """Recording stopped: the whole recording once through the pipeline, shown like an upload's result (the text
         so far after every chunk); then the session state is let go."""
         session = session or LiveSession()  # nothing streamed yet: an empty recording, which `close` refuses
@@ -190,7 +207,7 @@ class SpaceUI:
         outputs: Outputs | None = None
         try:
             for outputs in self._run(functools.partial(_recorded_input, session), TRANSCRIBE, None, model, language,
-                                     context, timestamps, progress):
+                                     context, timestamps, speakers, progress):
                 yield (*outputs, live, session)
         except (QasrError, gr.Error) as exc:
             raise page_error(exc) from None
@@ -198,12 +215,12 @@ class SpaceUI:
 
     def run(self, source: str, file_path: str | None, recording_path: str | None, url: str | None, mode: str,
             text: str | None, model: str, language: str, context: str | None, timestamps: bool,
-            progress: Callable = gr.Progress()) -> Iterator[Outputs]:
+            speakers: str = SPEAKERS_OFF, progress: Callable = gr.Progress()) -> Iterator[Outputs]:
         """Transcribe (or align) the input of the `source` tab, yielding the outputs as chunks finish; errors become
         `gr.Error`."""
         try:
             yield from self._run(functools.partial(self._read_input, source, file_path, recording_path, url), mode,
-                                 text, model, language, context, timestamps, progress)
+                                 text, model, language, context, timestamps, speakers, progress)
         except (QasrError, gr.Error) as exc:
             raise page_error(exc) from None
 
@@ -211,17 +228,32 @@ class SpaceUI:
                     progress: Callable = gr.Progress()) -> Iterator[Outputs]:
         """An example clip, with the default model and no context."""
         yield from self.run(FILE_SOURCE, file_path, None, None, mode, None, DEFAULT_MODEL, language, None,
-                            timestamps, progress)
+                            timestamps, SPEAKERS_OFF, progress)
 
-    def _run(self, read_input: Callable[[str], _Input], mode, text, model, language, context, timestamps,
+    def rename(self, shown: _Shown | None, names: list[list[str]] | None) -> tuple:
+        """The result again with the speakers renamed as the table says: karaoke, text and every download."""
+        if shown is None:
+            raise user_error("There is no result with speakers to rename yet: transcribe with Speakers on first.")
+        try:
+            mapping = {str(row[0]): str(row[1] or "") for row in (names or [])[:MAX_SPEAKERS] if len(row) >= 2}
+            renamed = rename_speakers(shown.transcript, mapping)
+        except QasrError as exc:
+            raise page_error(exc) from None
+        folder = self.served.new_folder()
+        files = _downloads(renamed, folder, shown.name)
+        return _shown_text(renamed), self._karaoke(renamed, shown.media_path, shown.title), files
+
+    def _run(self, read_input: Callable[[str], _Input], mode, text, model, language, context, timestamps, speakers,
              progress) -> Iterator[Outputs]:
         """`read_input(folder)` gives the audio (files it needs go in the request's folder); then transcribe or
-        align it, yielding the outputs as chunks finish."""
+        align it, and find the speakers when asked, yielding the outputs as chunks finish."""
         forced = normalize_language(None if language == AUTO else language)
         if mode == ALIGN:
             check_align_text(text, self.settings)
+            count = None
         else:
             check_context(context, self.settings)
+            count = parse_speakers(None if speakers in (None, SPEAKERS_OFF) else speakers)
         progress(0.0, desc="Reading the audio")
         folder = self.served.new_folder()
         try:
@@ -234,6 +266,10 @@ class SpaceUI:
             else:
                 yield self._outputs(empty, item, status="Transcribing…")
                 transcript = yield from self._transcribe(item, model, forced, context, timestamps, progress)
+                if count is not None:
+                    yield self._outputs(transcript, item, status="Finding speakers…")
+                    progress(1.0, desc="Finding speakers")
+                    transcript = with_speakers(transcript, item.audio, count)
             files = _downloads(transcript, folder, item.name)
         except Exception:  # a failed request leaves no folder behind
             shutil.rmtree(folder, ignore_errors=True)
@@ -295,8 +331,22 @@ class SpaceUI:
 
     def _outputs(self, transcript: Transcript, item: _Input, *, status: str | None = None,
                  files: list[str] | None = None) -> Outputs:
-        karaoke = render_karaoke(transcript, file_url(item.media_path), title=item.title, status=status)
-        return transcript.language or "", transcript.text, karaoke, files
+        """Every output for `transcript`; once it is final (`files`), the speaker table and the kept result too."""
+        karaoke = self._karaoke(transcript, item.media_path, item.title, status)
+        final = files is not None
+        names = gr.update(value=[[s, s] for s in transcript.speakers] or None,
+                          visible=final and bool(transcript.speakers))
+        shown = _Shown(transcript, item.media_path, item.name, item.title) if final and transcript.speakers else None
+        return transcript.language or "", _shown_text(transcript), karaoke, files, names, shown
+
+    @staticmethod
+    def _karaoke(transcript: Transcript, media_path: str, title: str | None, status: str | None = None) -> str:
+        return render_karaoke(transcript, file_url(media_path), title=title, status=status)
+
+
+def _shown_text(transcript: Transcript) -> str:
+    """The plain transcript box: the text, or with speakers one turn per paragraph, as the TXT download has it."""
+    return to_txt(transcript).rstrip("\n") if transcript.speakers else transcript.text
 
 
 def page_error(exc: QasrError | gr.Error) -> gr.Error:
@@ -343,6 +393,7 @@ def mode_layout(mode: str, language: str) -> tuple:
     choices = [AUTO, *(ALIGNER_LANGUAGES if aligning else LANGUAGES)]
     return (
         gr.update(visible=aligning),
+        gr.update(visible=not aligning),
         gr.update(visible=not aligning),
         gr.update(visible=not aligning),
         gr.update(visible=not aligning),
@@ -394,8 +445,11 @@ def render_ui(manager: ModelManager) -> SpaceUI:
             context = gr.Textbox(label="Context or hotwords", lines=2, elem_id="qasr-context",
                                  max_length=manager.settings.max_context_chars,
                                  placeholder="Names, terms or a topic the speech is about (optional)")
-            timestamps = gr.Checkbox(value=True, label="Word timestamps (karaoke)", info=AUTO_TIMESTAMPS_INFO,
-                                     elem_id="qasr-timestamps")
+            with gr.Row():
+                timestamps = gr.Checkbox(value=True, label="Word timestamps (karaoke)", info=AUTO_TIMESTAMPS_INFO,
+                                         elem_id="qasr-timestamps")
+                speakers = gr.Dropdown(SPEAKER_CHOICES, value=SPEAKERS_OFF, label="Speakers", info=SPEAKERS_INFO,
+                                       elem_id="qasr-speakers")
             run_button = gr.Button("Transcribe", variant="primary", elem_id="qasr-run")
         with gr.Column(scale=3, min_width=360):
             language_out = gr.Textbox(label="Detected language", interactive=False, elem_id="qasr-language-out")
@@ -403,24 +457,33 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                               elem_id="qasr-karaoke", label="Karaoke transcript")
             text_out = gr.Textbox(label="Transcript", lines=6, max_lines=20, interactive=False, buttons=["copy"],
                                   elem_id="qasr-text")
+            speaker_names = gr.Dataframe(headers=["Speaker", "Name"], column_count=(2, "fixed"), type="array",
+                                         interactive=True, static_columns=[0], visible=False,
+                                         label="Speaker names: type a name, then Rename speakers",
+                                         elem_id="qasr-speaker-names")
+            rename_button = gr.Button("Rename speakers", size="sm", visible=False, elem_id="qasr-rename")
             files_out = gr.File(label="Downloads: SRT, VTT, JSON, TXT", file_count="multiple", interactive=False,
                                 elem_id="qasr-files")
-    outputs = [language_out, text_out, karaoke, files_out]
+    shown = gr.State(None)
+    outputs = [language_out, text_out, karaoke, files_out, speaker_names, shown]
 
     tabs = ((file_tab, FILE_SOURCE), (record_tab, RECORD_SOURCE), (url_tab, URL_SOURCE), (live_tab, LIVE_SOURCE))
     for tab, kind in tabs:
         tab.select(lambda kind=kind: (kind, gr.update(visible=kind != LIVE_SOURCE)), outputs=[source, run_button],
                    queue=False, api_visibility="private")
     language.change(timestamps_option, language, timestamps, queue=False, api_visibility="private")
-    mode.change(mode_layout, [mode, language], [align_in, model, context, timestamps, language, run_button],
+    mode.change(mode_layout, [mode, language], [align_in, model, context, timestamps, speakers, language, run_button],
                 queue=False, api_visibility="private")
     run_button.click(ui.run, [source, file_in, recording_in, url_in, mode, align_in, model, language, context,
-                              timestamps],
+                              timestamps, speakers],
                      outputs, show_progress_on=[text_out], api_visibility="private")
+    speaker_names.change(lambda table: gr.update(visible=bool(table)), speaker_names, rename_button, queue=False,
+                         api_visibility="private")
+    rename_button.click(ui.rename, [shown, speaker_names], [text_out, karaoke, files_out], api_visibility="private")
     live_in.stream(ui.live_update, [live_in, live_session, model, language, context], [live_out, live_session],
                    stream_every=LIVE_STREAM_EVERY_SECONDS, concurrency_limit=None, api_visibility="private")
     live_in.start_recording(ui.live_start, live_session, live_session, queue=False, api_visibility="private")
-    live_in.stop_recording(ui.live_finish, [live_session, model, language, context, timestamps],
+    live_in.stop_recording(ui.live_finish, [live_session, model, language, context, timestamps, speakers],
                            [*outputs, live_out, live_session], api_visibility="private")
     # A recording reaches the server only after "stop"; until it has, Transcribe would find no recording.
     recording_in.start_recording(lambda: gr.update(interactive=False), None, run_button, queue=False,

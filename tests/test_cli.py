@@ -84,3 +84,12 @@ def test_bad_input_from_a_real_process_has_no_traceback(cli_env, tmp_path):
                           capture_output=True, text=True, env=dict(os.environ, QASR_MODEL_DIR=cli_env), timeout=300)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_speakers_label_the_subtitles(cli_env, dialog2, capsys, monkeypatch):
+    monkeypatch.setenv("QASR_CHUNK_SECONDS", "10")  # the scripted model's sentence once per chunk: words in each turn
+    assert main(["transcribe", dialog2.path, "--speakers", "2", "--timestamps", "--format", "srt"]) == 0
+    srt = capsys.readouterr().out
+    assert "[Speaker 1] Hello" in srt and "[Speaker 2] Hello" in srt
+    assert main(["transcribe", dialog2.path, "--speakers", "two"]) == 1
+    assert "Speakers 'two' is not understood" in capsys.readouterr().err

