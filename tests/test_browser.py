@@ -7,6 +7,7 @@ highlighting, seeking, downloads, screenshot); the other tests each open a fresh
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -273,4 +274,43 @@ def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, serv
     wait_for_result(page)
     assert page.input_value("#qasr-text textarea") == SCRIPTED_SENTENCE
     assert page.locator("#qasr-karaoke .qk-word").count() == len(SCRIPTED_SENTENCE.split())
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def speakers_server(model_dir, tmp_path_factory):
+    """A server cutting audio into 10 s chunks: the scripted model says its sentence once per chunk, so each turn
+    of a dialog gets words."""
+    env = {"QASR_CHUNK_SECONDS": "10", "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio-speakers"))}
+    with app_server(model_dir, env=env, log_path=ARTIFACTS / "app-server-speakers.log") as url:
+        yield url
+
+
+def test_speakers_are_coloured_turns_and_a_rename_reaches_the_subtitles(browser, speakers_server, dialog2, tmp_path):
+    page = open_app(browser, speakers_server)
+    upload(page, Path(dialog2.path))
+    page.click("#qasr-speakers input")
+    page.click("ul[role=listbox] li:has-text('Auto')")
+    page.click("#qasr-run")
+    wait_for_result(page)
+    page.wait_for_selector("#qasr-speaker-names", state="visible")
+    labels = page.eval_on_selector_all("#qasr-karaoke .qk-turn .qk-speaker", "els => els.map(e => e.textContent)")
+    assert labels[0] == "Speaker 1" and set(labels) == {"Speaker 1", "Speaker 2"} and len(labels) >= 3
+    colours = page.eval_on_selector_all("#qasr-karaoke .qk-speaker", "els => els.map(e => getComputedStyle(e).color)")
+    assert len(set(colours)) == 2
+    assert page.input_value("#qasr-text textarea").startswith("Speaker 1: Hello")
+
+    page.dblclick("#qasr-speaker-names [data-testid='cell-0-1']")
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("Anna")
+    page.keyboard.press("Enter")
+    page.click("#qasr-rename")
+    page.wait_for_function("Array.from(document.querySelectorAll('#qasr-karaoke .qk-speaker'))"
+                           ".some(e => e.textContent === 'Anna')", timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_function("document.querySelector('#qasr-text textarea').value.startsWith('Anna: ')")
+    page.screenshot(path=str(ARTIFACTS / "speakers.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("#qasr-files a[download$='.srt']")
+    srt = download.value.path().read_text(encoding="utf-8")
+    assert "[Anna] Hello" in srt and "[Speaker 2] Hello" in srt and "[Speaker 1]" not in srt
     page.close()

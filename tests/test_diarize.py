@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.der import der
+from bench.der import der, overlap_precision_recall
 from qasr_space.diarize import (Diarization, SpeakerCount, assign_speakers, diarize, parse_speakers,
                                 rename_speakers)
 from qasr_space.errors import QasrError
 from qasr_space.models import ModelManager
-from qasr_space.results import Segment, SpeakerTurn, Transcript, Word
+from qasr_space.karaoke import render_karaoke
+from qasr_space.results import Overlap, Segment, SpeakerTurn, Transcript, Word
 from qasr_space.settings import Settings
 from qasr_space.transcribe import transcribe
 from qasr_space.writers import to_json, to_srt, to_txt, to_vtt
@@ -149,6 +150,23 @@ def test_transcribing_with_speakers_labels_every_segment_across_chunks(model_dir
     assert result.text.count(SCRIPTED_SENTENCE) == len(result.chunks)
     plain = transcribe(dialog2.path, manager=manager, timestamps=False, speakers=SpeakerCount(2, 2))
     assert {s.speaker for s in plain.segments} <= {"Speaker 1", "Speaker 2"} and not plain.words
+
+
+def test_overlapping_speech_is_found_and_clean_turns_have_none(dialog2, tmp_path):
+    crosstalk = build_dialog(tmp_path / "crosstalk.wav", speakers=2, seconds=60, seed=6, overlap=True)
+    found = diarize(crosstalk.samples(), SpeakerCount())
+    assert len(crosstalk.overlaps) == 3 and len(found.overlaps) == 3
+    precision, recall = overlap_precision_recall(crosstalk.overlaps, [(o.start, o.end) for o in found.overlaps])
+    assert precision >= 0.9 and recall >= 0.9
+    assert diarize(dialog2.samples(), SpeakerCount()).overlaps == []
+
+
+def test_the_karaoke_view_marks_words_said_over_someone_else():
+    t = diarized()
+    t.overlaps = [Overlap(1.7, 2.3)]
+    page = render_karaoke(t, "a.wav")
+    assert page.count("qk-overlap") == 1 and 'title="Two people talk at once here"' in page
+    assert 'qk-overlap" title="Two people talk at once here" data-start="1.800"' in page
 
 
 def test_too_little_speech_gives_one_speaker_and_says_why(manager, tmp_path):
