@@ -116,7 +116,7 @@ def register_api(manager: ModelManager) -> None:
         with _user_errors():
             require_token(_authorization(request), settings)
             options = _transcribe_options(model, language, context, timestamps, settings)
-            count = parse_speakers(_text(speakers, "speakers"))
+            count = _speakers(speakers)
             samples = prepare_audio(_uploaded(audio, settings), settings)
             return _with_subtitles(transcribe_with_speakers(samples, options, count), served)
 
@@ -126,7 +126,7 @@ def register_api(manager: ModelManager) -> None:
         with _user_errors():
             require_token(_authorization(request), settings)
             options = _transcribe_options(model, language, context, timestamps, settings)
-            count = parse_speakers(_text(speakers, "speakers"))
+            count = _speakers(speakers)
             with fetch_audio(_text(url, "url"), settings) as fetched:
                 samples = prepare_audio(fetched.audio, settings)
             return _with_subtitles(transcribe_with_speakers(samples, options, count), served)
@@ -179,6 +179,13 @@ def _text(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise QasrError(f"`{name}` must be text, not {type(value).__name__}.")
     return value
+
+
+def _speakers(value: Any) -> SpeakerCount | None:
+    """The `speakers` option as any client sends it: text ("auto", "2-4"), a whole number, or nothing for off."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return parse_speakers(value)
+    return parse_speakers(_text(value, "speakers"))
 
 
 def _transcribe_options(model: Any, language: Any, context: Any, timestamps: Any,

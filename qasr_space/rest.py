@@ -132,8 +132,8 @@ async def _read_form(request: Request, settings: Settings) -> FormData:
     except MultiPartException as exc:
         if "maximum size" in str(exc):  # starlette's words for a text field over `max_part_size`
             raise OpenAIError(413, f"A text field of the form is over {_MAX_FIELD_BYTES // 1024} KB: `prompt` may hold "
-                                   f"at most {settings.max_context_chars:,} characters, and `model`, `language` and "
-                                   "`response_format` a few words each.") from exc
+                                   f"at most {settings.max_context_chars:,} characters, and `model`, `language`, "
+                                   "`response_format` and `speakers` a few words each.") from exc
         raise OpenAIError(400, f"Malformed multipart form: {exc}") from exc
 
 
