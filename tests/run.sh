@@ -16,6 +16,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 python -m pip install -q torch==2.13.0
 python -m pip install -q -r requirements.txt -r requirements-dev.txt
+python -m pytest -q "$@"
+[ $# -eq 0 ] || exit 0
 
 find_python310() {
   local candidate
@@ -28,34 +30,15 @@ find_python310() {
   return 1
 }
 
-# The 3.10 environment is installed while the main pass runs (mostly downloads and unpacking), so CI waits for it less.
-prepare_py310() {
+free_gb=$(( $(df -Pk . | awk 'NR == 2 {print $4}') / 1024 / 1024 ))
+if ! python310="$(find_python310)"; then
+  echo "Python 3.10 pass skipped: no Python 3.10 interpreter here."
+elif [ ! -x .venv-py310/bin/python ] && [ "$free_gb" -lt 12 ]; then
+  echo "Python 3.10 pass skipped: ${free_gb} GB free; its torch (PyPI's CUDA build, the only one for 3.10) takes ~6 GB."
+else
+  echo "Python 3.10 pass ($python310), browser tests aside:"
+  [ -x .venv-py310/bin/python ] || "$python310" -m venv .venv-py310
   .venv-py310/bin/python -m pip install -q torch==2.13.0
   .venv-py310/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
-}
-
-py310_install=""
-if [ $# -eq 0 ]; then
-  free_gb=$(( $(df -Pk . | awk 'NR == 2 {print $4}') / 1024 / 1024 ))
-  if ! python310="$(find_python310)"; then
-    echo "Python 3.10 pass skipped: no Python 3.10 interpreter here."
-  elif [ ! -x .venv-py310/bin/python ] && [ "$free_gb" -lt 12 ]; then
-    echo "Python 3.10 pass skipped: ${free_gb} GB free; its torch (PyPI's CUDA build, the only one for 3.10) takes ~6 GB."
-  else
-    [ -x .venv-py310/bin/python ] || "$python310" -m venv .venv-py310
-    prepare_py310 > .venv-py310/install.log 2>&1 &
-    py310_install=$!
-    trap 'kill "$py310_install" 2>/dev/null || true' EXIT
-  fi
+  .venv-py310/bin/python -m pytest -q --ignore=tests/test_browser.py
 fi
-
-python -m pytest -q "$@"
-[ -n "$py310_install" ] || exit 0
-
-echo "Python 3.10 pass ($python310), browser tests aside:"
-if ! wait "$py310_install"; then
-  echo "Installing the Python 3.10 environment failed:"
-  cat .venv-py310/install.log
-  exit 1
-fi
-.venv-py310/bin/python -m pytest -q --ignore=tests/test_browser.py
