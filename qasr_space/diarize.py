@@ -20,6 +20,8 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass, replace
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -343,12 +345,7 @@ def speaker_at(start: float, end: float, turns: list[SpeakerTurn]) -> str | None
 
 def _split_by_speaker(segment: Segment) -> list[Segment]:
     """A segment's words in runs of one speaker, each run a segment of its own."""
-    runs: list[list[Word]] = []
-    for word in segment.words:
-        if runs and runs[-1][-1].speaker == word.speaker:
-            runs[-1].append(word)
-        else:
-            runs.append([word])
+    runs = [list(run) for _, run in groupby(segment.words, attrgetter("speaker"))]
     return [Segment("".join(w.text for w in run).strip(), run[0].start, max(w.end for w in run), run, run[0].speaker)
             for run in runs if "".join(w.text for w in run).strip()]
 

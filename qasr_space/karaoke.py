@@ -14,6 +14,8 @@ words sit in one `div.qk-turn` per turn, led by `span.qk-speaker`, and words sai
 from __future__ import annotations
 
 from html import escape
+from itertools import groupby
+from operator import itemgetter
 
 from .results import Transcript
 
@@ -54,16 +56,13 @@ def _timed_text(transcript: Transcript) -> str:
         middle = (start + end) / 2
         return any(o.start <= middle <= o.end for o in transcript.overlaps)
 
-    turns: list[tuple[str | None, list[str]]] = []
-    for speaker, text, start, end in pieces:
-        if turns and turns[-1][0] == speaker:
-            turns[-1][1].append(_span(text, start, end, overlapped(start, end)))
-        else:
-            turns.append((speaker, [_span(text.lstrip(), start, end, overlapped(start, end))]))
-    return "".join(
-        f'<div class="qk-turn" style="--qk-speaker: {SPEAKER_COLOURS[colours.get(speaker, 0)]}">'
-        f'<span class="qk-speaker">{escape(speaker or "Unknown speaker")}</span>{"".join(spans)}</div>'
-        for speaker, spans in turns)
+    blocks = []
+    for speaker, run in groupby(pieces, itemgetter(0)):
+        spans = "".join(_span(text.lstrip() if i == 0 else text, start, end, overlapped(start, end))
+                        for i, (_, text, start, end) in enumerate(run))
+        blocks.append(f'<div class="qk-turn" style="--qk-speaker: {SPEAKER_COLOURS[colours.get(speaker, 0)]}">'
+                      f'<span class="qk-speaker">{escape(speaker or "Unknown speaker")}</span>{spans}</div>')
+    return "".join(blocks)
 
 
 def render_karaoke(transcript: Transcript, audio_url: str, *, title: str | None = None,

@@ -253,7 +253,7 @@ class SpaceUI:
             count = None
         else:
             check_context(context, self.settings)
-            count = parse_speakers(None if speakers in (None, SPEAKERS_OFF) else speakers)
+            count = parse_speakers(speakers)
         progress(0.0, desc="Reading the audio")
         folder = self.served.new_folder()
         try:

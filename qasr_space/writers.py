@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Callable
 
@@ -90,13 +92,8 @@ def to_txt(t: Transcript) -> str:
     """The text; with speakers, one paragraph per turn, led by its speaker's name."""
     if not t.speakers:
         return t.text + "\n"
-    turns: list[tuple[str | None, list[str]]] = []
-    for segment in _cues(t):
-        if turns and turns[-1][0] == segment.speaker:
-            turns[-1][1].append(segment.text.strip())
-        else:
-            turns.append((segment.speaker, [segment.text.strip()]))
-    return "\n\n".join(f"{speaker}: {' '.join(texts)}" if speaker else " ".join(texts) for speaker, texts in turns) + "\n"
+    turns = [(speaker, " ".join(s.text.strip() for s in run)) for speaker, run in groupby(_cues(t), attrgetter("speaker"))]
+    return "\n\n".join(f"{speaker}: {text}" if speaker else text for speaker, text in turns) + "\n"
 
 
 #: name -> (writer, file suffix, MIME type)
