@@ -1,8 +1,9 @@
 """Named Gradio endpoints for programs: `/transcribe`, `/transcribe_url`, `/align` and `/info`.
 
-They take the same options as the UI and return the core's `Transcript.to_dict()` JSON, plus SRT and WebVTT files,
-so `gradio_client` users get what the page shows. They appear on the app's "Use via API" page. User errors reach
-the caller as `gr.Error` with the `QasrError` message.
+They take the same options as the UI and return the core's `Transcript.to_dict()` JSON, plus two files: SRT and
+WebVTT unless the optional `formats` input names others (LRC, TSV, ...), so `gradio_client` users get what the page
+shows. Optional trailing inputs set the subtitle layout (`max_line_chars`, `max_cue_seconds`). They appear on the
+app's "Use via API" page. User errors reach the caller as `gr.Error` with the `QasrError` message.
 """
 
 # No `from __future__ import annotations` here: `gr.api` reads the type hints at runtime to build each endpoint's
@@ -20,7 +21,7 @@ from gradio.utils import get_upload_folder
 
 from . import __version__
 from .access import require_token, uploaded_file
-from .errors import AudioError, QasrError, UploadTooLargeError
+from .errors import AudioError, QasrError, UploadTooLargeError, shown
 from .fetch import fetch_audio
 from .gpu import on_gpu, user_error
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, NAME_TO_CODE, normalize_language
@@ -31,14 +32,22 @@ from .settings import Settings
 from .transcribe import (ALIGNER_MAX_SECONDS, align, check_align_text, check_context, prepare_audio, transcribe,
                          with_speakers)
 from .ui import ServedFiles
-from .writers import write_transcript
+from .writers import (CUE_SECONDS, CUE_SECONDS_RANGE, FORMATS, LINE_CHARS, LINE_CHARS_RANGE, CueLimits,
+                      write_transcript)
 
-#: The subtitle files every transcript endpoint returns next to the JSON, in this order.
-SUBTITLE_FORMATS = ("srt", "vtt")
+#: The files every transcript endpoint returns next to the JSON unless `formats` names others, in this order.
+DEFAULT_FILES = "srt,vtt"
+#: How many file outputs each transcript endpoint has.
+FILE_OUTPUTS = 2
 
-_RETURNS = ("Returns (transcript, srt, vtt): the transcript as JSON (language, text, duration, words with start/end "
+_RETURNS = ("Returns (transcript, file, file): the transcript as JSON (language, text, duration, words with start/end "
             "seconds, segments, model, chunks, warnings, and with speakers: each word's and segment's speaker, the "
-            "speakers, their turns and overlaps), then the same as SRT and WebVTT subtitle files.")
+            "speakers, their turns and overlaps), then the same as files: SRT and WebVTT subtitles by default.")
+_FILES = (f"`formats`: the files to return, one or two of {', '.join(FORMATS)}, comma-separated (default "
+          f"{DEFAULT_FILES}; lrc is enhanced LRC with word times for lyrics players, tsv is start/end in ms and text). "
+          f"`max_line_chars` ({LINE_CHARS_RANGE[0]}-{LINE_CHARS_RANGE[1]}, default {LINE_CHARS}) and `max_cue_seconds` "
+          f"({CUE_SECONDS_RANGE[0]:g}-{CUE_SECONDS_RANGE[1]:g}, default {CUE_SECONDS:g}): the SRT and VTT layout, two "
+          "lines a cue; a longer segment is split into several cues at word boundaries.")
 _OPTIONS = ("`model`: 0.6B or 1.7B (or a hub id such as Qwen/Qwen3-ASR-1.7B-hf). `language`: a name or code "
             "(English, en, ...) or auto to detect it. `context`: optional text that biases the transcript (names, "
             "terms). `timestamps`: word timestamps from the forced aligner (11 languages). `speakers`: who spoke "
@@ -111,49 +120,55 @@ def register_api(manager: ModelManager) -> None:
         return align(audio, text, manager=manager, language=language)
 
     def transcribe_file(audio: FileData, model: str = DEFAULT_MODEL, language: str = "auto", context: str = "",
-                        timestamps: bool = False, speakers: str = "off",
-                        request: gr.Request = None) -> tuple[dict, FileData, FileData]:
+                        timestamps: bool = False, speakers: str = "off", formats: str = DEFAULT_FILES,
+                        max_line_chars: int = LINE_CHARS, max_cue_seconds: float = CUE_SECONDS,
+                        request: gr.Request = None) -> tuple[dict, FileData | None, FileData | None]:
         with _user_errors():
             require_token(_authorization(request), settings)
             options = _transcribe_options(model, language, context, timestamps, settings)
             count = _speakers(speakers)
+            file_formats, limits = _formats(formats), _cue_limits(max_line_chars, max_cue_seconds)
             samples = prepare_audio(_uploaded(audio, settings), settings)
-            return _with_subtitles(transcribe_with_speakers(samples, options, count), served)
+            return _with_files(transcribe_with_speakers(samples, options, count), file_formats, limits, served)
 
     def transcribe_url(url: str, model: str = DEFAULT_MODEL, language: str = "auto", context: str = "",
-                       timestamps: bool = False, speakers: str = "off",
-                       request: gr.Request = None) -> tuple[dict, FileData, FileData]:
+                       timestamps: bool = False, speakers: str = "off", formats: str = DEFAULT_FILES,
+                       max_line_chars: int = LINE_CHARS, max_cue_seconds: float = CUE_SECONDS,
+                       request: gr.Request = None) -> tuple[dict, FileData | None, FileData | None]:
         with _user_errors():
             require_token(_authorization(request), settings)
             options = _transcribe_options(model, language, context, timestamps, settings)
             count = _speakers(speakers)
+            file_formats, limits = _formats(formats), _cue_limits(max_line_chars, max_cue_seconds)
             with fetch_audio(_text(url, "url"), settings) as fetched:
                 samples = prepare_audio(fetched.audio, settings)
-            return _with_subtitles(transcribe_with_speakers(samples, options, count), served)
+            return _with_files(transcribe_with_speakers(samples, options, count), file_formats, limits, served)
 
-    def align_text(audio: FileData, text: str, language: str = "auto",
-                   request: gr.Request = None) -> tuple[dict, FileData, FileData]:
+    def align_text(audio: FileData, text: str, language: str = "auto", formats: str = DEFAULT_FILES,
+                   max_line_chars: int = LINE_CHARS, max_cue_seconds: float = CUE_SECONDS,
+                   request: gr.Request = None) -> tuple[dict, FileData | None, FileData | None]:
         with _user_errors():
             require_token(_authorization(request), settings)
             text = _text(text, "text")
             check_align_text(text, settings)
             forced = normalize_language(_text(language, "language"))
+            file_formats, limits = _formats(formats), _cue_limits(max_line_chars, max_cue_seconds)
             samples = prepare_audio(_uploaded(audio, settings), settings)
-            return _with_subtitles(align_audio(samples, text, forced), served)
+            return _with_files(align_audio(samples, text, forced), file_formats, limits, served)
 
     def server_info() -> dict:
         return info(manager)
 
     gr.api(transcribe_file, api_name="transcribe", api_description=(
         "Transcribe an audio or video file (wav, mp3, flac, ogg/opus, m4a, webm, mp4 ...). " + _OPTIONS + " "
-        + _RETURNS))
+        + _FILES + " " + _RETURNS))
     gr.api(transcribe_url, api_name="transcribe_url", api_description=(
         "Transcribe the audio of a URL: a direct link to a media file or a page yt-dlp knows (YouTube ...). "
-        + _OPTIONS + " " + _RETURNS))
+        + _OPTIONS + " " + _FILES + " " + _RETURNS))
     gr.api(align_text, api_name="align", api_description=(
         f"Word timestamps for a transcript you already have (no speech recognition), on up to "
         f"{ALIGNER_MAX_SECONDS:.0f} s of audio. `language`: one of {', '.join(ALIGNER_LANGUAGES)}, or auto. "
-        + _RETURNS))
+        + _FILES + " " + _RETURNS))
     gr.api(server_info, api_name="info", api_description=(
         "The models, the 30 languages (name and code), the 11 aligner languages, this server's limits, the version, "
         "and batching counters (model calls and the requests they served)."), queue=False)
@@ -209,9 +224,31 @@ def _uploaded(audio: Any, settings: Settings) -> str:
     return path
 
 
-def _with_subtitles(result: Transcript, served: ServedFiles) -> tuple[dict, FileData, FileData]:
-    """The transcript as JSON and as subtitle files, in a fresh folder that Gradio serves."""
+def _formats(formats: Any) -> tuple[str, ...]:
+    """The formats of the files to return, checked before the audio is even read; nothing (null, or an empty text)
+    means the default."""
+    names = tuple(name.strip().lower() for name in _text(formats, "formats").split(",") if name.strip())
+    names = names or tuple(DEFAULT_FILES.split(","))
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown:
+        raise QasrError(f"Unknown file format {shown(unknown[0])}: choose one or two of {', '.join(FORMATS)}.")
+    if len(names) > FILE_OUTPUTS:
+        raise QasrError(f"`formats` names {len(names)} files, but the endpoint returns at most {FILE_OUTPUTS}: "
+                        f"ask for one or two of {', '.join(FORMATS)}, e.g. \"lrc,tsv\".")
+    return names
+
+
+def _cue_limits(max_line_chars: Any, max_cue_seconds: Any) -> CueLimits:
+    """The SRT and VTT layout as any client sends it; null means the default, and `CueLimits` checks the rest."""
+    return CueLimits(LINE_CHARS if max_line_chars is None else max_line_chars,
+                     CUE_SECONDS if max_cue_seconds is None else max_cue_seconds)
+
+
+def _with_files(result: Transcript, formats: tuple[str, ...], limits: CueLimits,
+                served: ServedFiles) -> tuple[dict, FileData | None, FileData | None]:
+    """The transcript as JSON and as files in the formats asked for, in a fresh folder that Gradio serves; a file
+    output left over when one format was asked for is None."""
     folder = served.new_folder()
-    files = [FileData(path=write_transcript(result, fmt, os.path.join(folder, f"transcript.{fmt}")))
-             for fmt in SUBTITLE_FORMATS]
-    return (result.to_dict(), *files)
+    paths = [FileData(path=write_transcript(result, fmt, os.path.join(folder, "transcript" + FORMATS[fmt][1]), limits))
+             for fmt in formats]
+    return (result.to_dict(), *paths, *[None] * (FILE_OUTPUTS - len(paths)))

@@ -16,7 +16,7 @@ from .errors import QasrError
 from .models import ASR_MODELS, ModelManager
 from .settings import Settings
 from .transcribe import AudioInput, align, transcribe
-from .writers import FORMATS
+from .writers import CUE_SECONDS, FORMATS, LINE_CHARS, CueLimits, render_transcript, write_transcript
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("audio", help="audio or video file, or an http(s) URL")
         sub.add_argument("--language", default=None, help="language name or code (default: detect)")
-        sub.add_argument("--format", choices=sorted(FORMATS), default="json", help="output format (default json)")
+        sub.add_argument("--format", choices=sorted(FORMATS), default="json",
+                         help="output format (default json; lrc is enhanced LRC with word times, for lyrics players)")
+        sub.add_argument("--max-line-chars", type=int, default=LINE_CHARS, metavar="N",
+                         help=f"srt and vtt: characters per subtitle line, two lines a cue (default {LINE_CHARS})")
+        sub.add_argument("--max-cue-seconds", type=float, default=CUE_SECONDS, metavar="S",
+                         help=f"srt and vtt: longest time a cue stays on screen (default {CUE_SECONDS:g})")
         sub.add_argument("-o", "--output", default=None, help="write here instead of stdout")
 
     run = commands.add_parser("transcribe", help="speech to text, optionally with word timestamps")
@@ -66,19 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     manager = ModelManager(settings)
     try:
         speakers = parse_speakers(args.speakers) if args.command == "transcribe" else None
+        limits = CueLimits(args.max_line_chars, args.max_cue_seconds)
         with _audio_source(args.audio, settings) as source:
             if args.command == "align":
                 result = align(source, args.text, manager=manager, language=args.language)
             else:
                 result = transcribe(source, manager=manager, model=args.model, language=args.language,
                                     context=args.context, timestamps=args.timestamps, speakers=speakers)
-        render = FORMATS[args.format][0]
-        text = render(result)
         if args.output:
-            with open(args.output, "w", encoding="utf-8") as out:
-                out.write(text)
+            write_transcript(result, args.format, args.output, limits)
         else:
-            sys.stdout.write(text)
+            sys.stdout.write(render_transcript(result, args.format, limits))
     except QasrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,7 +1,8 @@
 """OpenAI-compatible speech to text on the Space's own server: `POST /v1/audio/transcriptions`.
 
 Existing OpenAI clients work by pointing their base URL at the server (`OpenAI(base_url=f"{url}/v1")`). The form
-takes OpenAI's fields: `file`, `model` (qwen3-asr-0.6b, qwen3-asr-1.7b or a hub id), `language` (ISO code),
+takes OpenAI's fields: `file`, `model` (qwen3-asr-0.6b, qwen3-asr-1.7b or a hub id; `whisper-1`, which many OpenAI
+clients send by default, gets the default model), `language` (ISO code),
 `prompt` (the context), `response_format` (json, text, srt, verbose_json, vtt, diarized_json) and
 `timestamp_granularities[]` (word, segment) for verbose_json. Timed formats (srt, vtt, verbose_json, diarized_json)
 get word timestamps from the forced aligner where it covers the language. `diarized_json` says who spoke each segment,
@@ -38,7 +39,7 @@ from .errors import (AudioError, LanguageError, ModelUnavailableError, QasrError
                      shown)
 from .gpu import ON_ZERO_GPU
 from .languages import normalize_language
-from .models import ModelManager, asr_model_name
+from .models import DEFAULT_MODEL, ModelManager, asr_model_name
 from .results import Transcript
 from .settings import Settings
 from .transcribe import check_context, transcribe
@@ -53,6 +54,8 @@ GRANULARITIES = ("word", "segment")
 _MAX_FIELDS = 16
 _MAX_FIELD_BYTES = 64 * 1024
 _TEXT_FORMATS = {"text": to_txt, "srt": to_srt, "vtt": to_vtt}
+#: OpenAI's model name that many clients send by default; it gets the default model rather than a 404.
+WHISPER_MODEL = "whisper-1"
 
 
 class OpenAIError(Exception):
@@ -157,10 +160,13 @@ def _upload(form: FormData, settings: Settings) -> UploadFile:
 def _options(form: FormData, settings: Settings) -> _Options:
     """Validate every option before the audio is decoded, so a typo costs nothing."""
     model = _text(form, "model")
+    if model is not None and model.lower() == WHISPER_MODEL:
+        model = DEFAULT_MODEL
     try:
         asr_model_name(model)
     except UnknownModelError as exc:
-        raise OpenAIError(exc.status_code, str(exc), param="model", code="model_not_found") from exc
+        raise OpenAIError(exc.status_code, f"{exc} {WHISPER_MODEL} gets the default model, {DEFAULT_MODEL}.",
+                          param="model", code="model_not_found") from exc
     language = _text(form, "language")
     try:
         normalize_language(language)

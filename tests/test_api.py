@@ -30,7 +30,7 @@ from qasr_space import __version__, rest
 from qasr_space.access import UPLOAD_REFUSAL
 from qasr_space.languages import NAME_TO_CODE
 from qasr_space.results import Transcript
-from qasr_space.writers import to_srt, to_vtt
+from qasr_space.writers import CueLimits, to_lrc, to_srt, to_tsv, to_vtt
 from tests.browser import app_server, static_server
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.dialogs import build_dialog
@@ -116,7 +116,10 @@ def test_every_endpoint_is_named_and_described_on_the_api_page(url):
     assert {"/transcribe", "/transcribe_url", "/align", "/info"} <= set(endpoints)
     assert all(len(e["description"]) > 40 for e in endpoints.values())
     assert [p["parameter_name"] for p in endpoints["/transcribe"]["parameters"]] == [
-        "audio", "model", "language", "context", "timestamps", "speakers"]
+        "audio", "model", "language", "context", "timestamps", "speakers", "formats", "max_line_chars",
+        "max_cue_seconds"]
+    assert [p["parameter_name"] for p in endpoints["/align"]["parameters"]] == [
+        "audio", "text", "language", "formats", "max_line_chars", "max_cue_seconds"]
 
 
 def test_transcribe_with_word_timestamps(client, media):
@@ -143,6 +146,67 @@ def test_align_own_text(client, media):
     assert Path(result[1]).read_text(encoding="utf-8") == to_srt(Transcript.from_dict(data))
 
 
+def test_lrc_and_tsv_files_on_request_read_back_as_the_transcript(client, media):
+    data, lrc_path, tsv_path = client.predict(audio=handle_file(str(media / "clip.wav")), language="en",
+                                              timestamps=True, formats="lrc,tsv", api_name="/transcribe")
+    transcript = Transcript.from_dict(data)
+    lrc, tsv = (Path(path).read_text(encoding="utf-8") for path in (lrc_path, tsv_path))
+    assert Path(lrc_path).suffix == ".lrc" and lrc == to_lrc(transcript)
+    lines = lrc.splitlines()
+    assert len(lines) == len(transcript.segments)
+    for line, segment in zip(lines, transcript.segments):  # [start]<word start>word ... <end of the last word>
+        tags = [(int(m) * 60 + int(s) + int(c) / 100, text)
+                for m, s, c, text in re.findall(r"<(\d+):(\d\d)\.(\d\d)>([^<]*)", line)]
+        assert [text.strip() for _, text in tags] == [*segment.text.split(), ""]
+        assert [time for time, _ in tags] == pytest.approx([w.start for w in segment.words] + [segment.end], abs=0.005)
+    assert " ".join(w for line in lines for w in re.sub(r"\[.*?\]|<.*?>", " ", line).split()) == " ".join(WORDS)
+    assert Path(tsv_path).suffix == ".tsv" and tsv == to_tsv(transcript)
+    header, *rows = [line.split("\t") for line in tsv.splitlines()]
+    assert header == ["start", "end", "text"]
+    assert [(int(start), int(end), text) for start, end, text in rows] == [
+        (round(s.start * 1000), round(s.end * 1000), s.text) for s in transcript.segments]
+    data, tsv_path, nothing = client.predict(audio=handle_file(str(media / "clip.wav")), text="Guten Tag, liebe Welt!",
+                                             language="de", formats="TSV", api_name="/align")
+    assert nothing is None and Path(tsv_path).read_text(encoding="utf-8").endswith("\tGuten Tag, liebe Welt!\n")
+
+
+def test_subtitle_limits_split_the_cues_of_both_files(client, media):
+    data, srt_path, vtt_path = client.predict(audio=handle_file(str(media / "clip.wav")), language="en",
+                                              timestamps=True, max_line_chars=10, max_cue_seconds=1.0,
+                                              api_name="/transcribe")
+    transcript = Transcript.from_dict(data)
+    srt = Path(srt_path).read_text(encoding="utf-8")
+    assert srt == to_srt(transcript, CueLimits(10, 1.0)) != to_srt(transcript)
+    assert Path(vtt_path).read_text(encoding="utf-8") == to_vtt(transcript, CueLimits(10, 1.0))
+    cues = [block.split("\n")[1:] for block in srt.strip("\n").split("\n\n")]
+    assert len(cues) > len(transcript.segments)
+    assert " ".join(" ".join(lines) for _, *lines in cues).split() == WORDS
+    assert all(len(lines) <= 2 and all(len(line) <= 10 for line in lines) for _, *lines in cues)  # no word is longer
+    for times, *lines in cues:
+        start, end = (sum(float(part) * 60 ** i for i, part in enumerate(reversed(stamp.replace(",", ".").split(":"))))
+                      for stamp in times.split(" --> "))
+        assert end - start <= 1.0 or " " not in " ".join(lines), (times, lines)
+
+
+def test_bad_file_options_are_refused_before_any_model_work(client, media):
+    clip = handle_file(str(media / "clip.wav"))
+    before = batching(client)["asr"]["requests"]
+    for options, message in [
+        ({"formats": "xml"}, "Unknown file format 'xml': choose one or two of srt, vtt, json, txt, lrc, tsv"),
+        ({"formats": "srt,vtt,lrc"}, "`formats` names 3 files, but the endpoint returns at most 2"),
+        ({"formats": ["lrc"]}, "`formats` must be text, not list"),
+        ({"max_line_chars": 5}, "from 10 to 200, not 5"),
+        ({"max_line_chars": 40.5}, "whole number from 10 to 200, not 40.5"),
+        ({"max_cue_seconds": 0}, "from 1 to 60, not 0"),
+        ({"max_cue_seconds": "long"}, "from 1 to 60, not 'long'"),
+    ]:
+        for endpoint, inputs in [("/transcribe", {"audio": clip}), ("/align", {"audio": clip, "text": "hello"})]:
+            with pytest.raises(AppError) as caught:
+                client.predict(**inputs, **options, api_name=endpoint)
+            assert message in str(caught.value), (endpoint, options)
+    assert batching(client)["asr"]["requests"] == before
+
+
 def test_openai_client_gets_text_srt_and_verbose_json(oai, media):
     with open(media / "clip.wav", "rb") as f:
         assert oai.audio.transcriptions.create(file=f, model="qwen3-asr-0.6b").text == SCRIPTED_SENTENCE
@@ -164,6 +228,15 @@ def test_openai_client_gets_text_srt_and_verbose_json(oai, media):
     assert [s.id for s in verbose.segments] == list(range(len(verbose.segments)))
 
 
+def test_openai_clients_default_model_name_gets_the_default_model(oai, media):
+    """Many OpenAI clients send `whisper-1` unless told otherwise: it is served, not refused."""
+    with open(media / "clip.wav", "rb") as f:
+        assert oai.audio.transcriptions.create(file=f, model="whisper-1").text == SCRIPTED_SENTENCE
+    with open(media / "clip.wav", "rb") as f:
+        srt = oai.audio.transcriptions.create(file=f, model="Whisper-1", language="en", response_format="srt")
+    assert srt.startswith("1\n00:00:00,") and "Hello world" in srt
+
+
 def test_openai_errors_are_openai_shaped_with_the_right_status(oai, url, media):
     def error(**kwargs) -> openai.APIStatusError:
         with pytest.raises(openai.APIStatusError) as caught:
@@ -173,8 +246,10 @@ def test_openai_errors_are_openai_shaped_with_the_right_status(oai, url, media):
     corrupt = error(file=(media / "corrupt.wav").read_bytes())
     assert corrupt.status_code == 400 and "could not be decoded" in corrupt.message
     assert corrupt.body["type"] == "invalid_request_error" and corrupt.body["param"] == "file"
-    unknown_model = error(file=(media / "clip.wav").read_bytes(), model="whisper-1")
+    unknown_model = error(file=(media / "clip.wav").read_bytes(), model="whisper-9")
     assert unknown_model.status_code == 404 and unknown_model.body["code"] == "model_not_found"
+    assert "Unknown model 'whisper-9'" in unknown_model.message and "whisper-1 gets the default model" in (
+        unknown_model.message)
     unknown_language = error(file=(media / "clip.wav").read_bytes(), language="xx")
     assert unknown_language.status_code == 400 and unknown_language.body["param"] == "language"
     too_long = error(file=(media / "long.wav").read_bytes())
@@ -350,16 +425,21 @@ def handle_upload(url: str, path: Path) -> dict:
 def test_a_raw_call_with_missing_inputs_is_told_how_many(url):
     answer = httpx.post(f"{url}gradio_api/call/transcribe", json={"data": []}, headers=AUTH)
     assert answer.status_code == 400
-    assert answer.json()["detail"].startswith("The /transcribe endpoint takes 1 to 6 inputs and got 0")
+    assert answer.json()["detail"].startswith("The /transcribe endpoint takes 1 to 9 inputs and got 0")
 
 
 def test_a_raw_call_may_leave_out_options_and_gets_their_defaults(url, media):
-    """A program written before `speakers` existed sends five inputs; one that sends only the audio is as valid."""
+    """A program written before `speakers` existed sends five inputs, one written before `formats` six; one that
+    sends only the audio is as valid, and so is one that sends null for the new options. All get SRT and VTT."""
     clip = handle_upload(url, media / "clip.wav")
-    for data in ([clip, "0.6B", "auto", "", False], [clip]):
+    for data in ([clip, "0.6B", "auto", "", False], [clip, "0.6B", "auto", "", False, "off"], [clip],
+                 [clip, None, None, None, False, None, None, None, None]):
         event, result = raw_call(url, "transcribe", data, AUTH)
         assert event == "complete" and result[0]["text"] == SCRIPTED_SENTENCE and "speakers" in result[0]
         assert result[0]["speakers"] == []
+        assert [Path(file["path"]).suffix for file in result[1:]] == [".srt", ".vtt"]
+    event, result = raw_call(url, "align", [clip, "Hello there.", "en"], AUTH)
+    assert event == "complete" and [Path(file["path"]).suffix for file in result[1:]] == [".srt", ".vtt"]
 
 
 def test_oversized_text_is_refused_at_once_and_the_next_request_is_served(client, media):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 
 from qasr_space.cli import main
+from qasr_space.results import Transcript
+from qasr_space.writers import CueLimits, to_srt
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone, write_media
 
@@ -37,11 +40,39 @@ def test_json_with_word_timestamps_from_a_real_process(cli_env, clip):
     assert [w["text"].strip() for w in data["words"]] == SCRIPTED_SENTENCE.split()
 
 
-@pytest.mark.parametrize("fmt, head", [("srt", "1\n00:00:"), ("vtt", "WEBVTT\n\n"), ("txt", SCRIPTED_SENTENCE)])
+@pytest.mark.parametrize("fmt, head", [("srt", "1\n00:00:"), ("vtt", "WEBVTT\n\n"), ("txt", SCRIPTED_SENTENCE),
+                                       ("lrc", "[00:00."), ("tsv", "start\tend\ttext\n")])
 def test_subtitle_formats_to_a_file(cli_env, clip, tmp_path, fmt, head):
     out = tmp_path / f"out.{fmt}"
     assert main(["transcribe", clip, "--timestamps", "--format", fmt, "-o", str(out), "--language", "en"]) == 0
     assert out.read_text(encoding="utf-8").startswith(head)
+
+
+def test_lrc_tags_each_word_and_tsv_has_a_row_per_segment(cli_env, clip, capsys):
+    assert main(["transcribe", clip, "--timestamps", "--language", "en", "--format", "json"]) == 0
+    transcript = Transcript.from_dict(json.loads(capsys.readouterr().out))
+    assert main(["transcribe", clip, "--timestamps", "--language", "en", "--format", "lrc"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(transcript.segments) > 1
+    for line, segment in zip(lines, transcript.segments):
+        tags = [(int(m) * 60 + int(s) + int(c) / 100, text)
+                for m, s, c, text in re.findall(r"<(\d+):(\d\d)\.(\d\d)>([^<]*)", line)]
+        assert line.startswith("[00:0") and [text.strip() for _, text in tags] == [*segment.text.split(), ""]
+        assert [time for time, _ in tags] == pytest.approx([w.start for w in segment.words] + [segment.end], abs=0.005)
+    assert main(["transcribe", clip, "--language", "en", "--format", "tsv"]) == 0
+    header, *rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert header == ["start", "end", "text"] and " ".join(text for *_, text in rows) == SCRIPTED_SENTENCE
+
+
+def test_subtitle_limits_split_the_cues(cli_env, clip, capsys):
+    assert main(["transcribe", clip, "--timestamps", "--language", "en"]) == 0
+    transcript = Transcript.from_dict(json.loads(capsys.readouterr().out))
+    assert main(["transcribe", clip, "--timestamps", "--language", "en", "--format", "srt", "--max-line-chars", "10",
+                 "--max-cue-seconds", "1.5"]) == 0
+    srt = capsys.readouterr().out
+    assert srt == to_srt(transcript, CueLimits(10, 1.5)) and srt != to_srt(transcript)
+    lines = [line for block in srt.split("\n\n") for line in block.strip().split("\n")[2:]]
+    assert " ".join(lines).split() == SCRIPTED_SENTENCE.split() and all(len(line) <= 10 for line in lines)
 
 
 def test_align_command(cli_env, clip, capsys):
@@ -65,12 +96,14 @@ def _bad_inputs(tmp_path):
         "not audio": (["transcribe", str(text)], "decoded"),
         "unknown language": (["transcribe", str(good), "--language", "xx"], "Unknown language"),
         "unknown model": (["transcribe", str(good), "--model", "9B"], "Unknown model"),
+        "narrow lines": (["transcribe", str(good), "--max-line-chars", "5"], "from 10 to 200, not 5"),
+        "long cues": (["align", str(good), "--text", "hi", "--max-cue-seconds", "90"], "from 1 to 60, not 90.0"),
         "silence": (["transcribe", str(silent)], "No speech"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "corrupt", "not audio", "unknown language", "unknown model",
-                                  "silence"])
+                                  "narrow lines", "long cues", "silence"])
 def test_bad_input_is_one_clear_line(cli_env, tmp_path, capsys, case):
     argv, words = _bad_inputs(tmp_path)[case]
     assert main(argv) == 1

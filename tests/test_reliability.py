@@ -513,7 +513,7 @@ class Kind:
 NO_URL = "the REST route takes uploads only: it has no URL field"
 NO_ALIGN = "the REST route has no alignment: it is OpenAI's transcription route"
 NO_TOKEN_CLI = "the CLI runs as the local user: it has no API token"
-NO_FORMAT = "the named endpoints have no format option: they return JSON, SRT and VTT together"
+NO_LAYOUT = "the REST route takes OpenAI's fields only: it has no subtitle layout option"
 NO_MULTIPART = "only the REST route takes a multipart form"
 NO_UPLOAD_REF = "only the named endpoints take a reference to an uploaded file"
 TRAVERSAL = f"../../../../reliability-{uuid.uuid4().hex[:12]}.wav"
@@ -657,7 +657,7 @@ KINDS: list[Kind] = [
     # Bad options
     Kind("unknown-model",
          gradio("/transcribe", Err("Unknown model '9B'"), audio=M("band1.wav"), model="9B"),
-         rest(Err("Unknown model 'whisper-1'", 404), model="whisper-1"),
+         rest(Err("Unknown model 'whisper-9'", 404), model="whisper-9"),
          cli(Err("Unknown model '9B'"), "transcribe", M("band1.wav"), "--model", "9B")),
     Kind("megabyte-model-name",  # the CLI in-process: Linux caps one argument of a real process at 128 KiB
          gradio("/transcribe", Err("Unknown model 'x{79}…'"), audio=M("band1.wav"), model="x" * (1 << 20)),
@@ -700,9 +700,19 @@ KINDS: list[Kind] = [
          rest(Ok(1), model="", language="", prompt="", response_format=""),
          cli(Ok(1), "transcribe", M("band1.wav"), "--model", "", "--language", "", "--context", "")),
     Kind("wrong-response-format",
-         NO_FORMAT,
+         gradio("/transcribe", Err("Unknown file format 'xml'"), audio=M("band1.wav"), formats="xml"),
          rest(Err("Unknown response_format 'xml'"), response_format="xml"),
          cli(Err("invalid choice: 'xml'", usage=True), "transcribe", M("band1.wav"), "--format", "xml")),
+    Kind("subtitle-lines-too-narrow",
+         gradio("/transcribe", Err("from 10 to 200, not 5"), audio=M("band1.wav"), max_line_chars=5),
+         NO_LAYOUT,
+         cli(Err("from 10 to 200, not 5"), "transcribe", M("band1.wav"), "--max-line-chars", "5")),
+    Kind("cue-seconds-not-a-number",
+         gradio("/align", Err("from 1 to 60, not 'long'"), audio=M("band1.wav"), text="alpha",
+                max_cue_seconds="long"),
+         NO_LAYOUT,
+         cli(Err("invalid float value: 'long'", usage=True), "transcribe", M("band1.wav"), "--max-cue-seconds",
+             "long")),
     Kind("wrong-timestamp-granularity",
          "the named endpoints have no granularity option: words and segments both come back",
          rest(Err("Unknown timestamp granularity 'sentence'"), response_format="verbose_json",
@@ -794,7 +804,7 @@ KINDS: list[Kind] = [
          raw("transcribe", Err(NOT_UPLOADED), lambda env: ["band1.wav", "0.6B", "auto", "", False]),
          rest_request(Err("No audio file"), _rest_text_as_file),
          "the CLI's audio argument is a path or URL, which is text by nature"),
-    Kind("empty-request",  # no arguments at all: the endpoint needs 5, the form has no parts, argv names no file
+    Kind("empty-request",  # no arguments at all: the endpoint needs its audio, the form has no parts, argv no file
          raw("transcribe", Err("input|argument"), lambda env: []),
          rest_request(Err("No audio file"), _rest_empty_form),
          cli(Err("the following arguments are required: --text", usage=True), "align", M("band1.wav"))),
