@@ -4,7 +4,7 @@
 `QASR_MODEL_DIR`, and yields its base URL once the page answers. `launch_chromium` opens the system Chromium
 (Playwright's own browsers are never installed). Both take extras, e.g. a fake microphone:
 `launch_chromium(p, extra_args=["--use-fake-device-for-media-stream", ...])`. `static_server` serves a folder on
-127.0.0.1 for URL inputs, silently.
+127.0.0.1 for URL inputs, silently. `upload` and `wait_for_result` drive the page: a file in, a result out.
 """
 
 from __future__ import annotations
@@ -92,6 +92,22 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> 
 def launch_chromium(playwright, *, extra_args: Sequence[str] = ()):
     """Headless system Chromium that may autoplay (tests mute the player themselves)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra_args])
+
+
+#: How long a test waits for a transcription's result on the page.
+RESULT_TIMEOUT_MS = 90_000
+
+
+def upload(page, path: Path) -> None:
+    """Put `path` in the page's file input and wait until the page lists it."""
+    page.set_input_files("#qasr-file input[type=file]", str(path))
+    page.wait_for_selector(f"#qasr-file td.filename[aria-label='{path.name}']")
+
+
+def wait_for_result(page) -> None:
+    """Wait until the page shows a result: karaoke words and the four downloads."""
+    page.wait_for_function("document.querySelectorAll('#qasr-karaoke .qk-word').length > 0 && "
+                           "document.querySelectorAll('#qasr-files a').length >= 4", timeout=RESULT_TIMEOUT_MS)
 
 
 @contextlib.contextmanager
