@@ -462,7 +462,7 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                                          label="Speaker names: type a name, then Rename speakers",
                                          elem_id="qasr-speaker-names")
             rename_button = gr.Button("Rename speakers", size="sm", visible=False, elem_id="qasr-rename")
-            files_out = gr.File(label="Downloads: SRT, VTT, JSON, TXT", file_count="multiple", interactive=False,
+            files_out = gr.File(label="Downloads: SRT, VTT, JSON, TXT, LRC, TSV", file_count="multiple", interactive=False,
                                 elem_id="qasr-files")
     shown = gr.State(None)
     outputs = [language_out, text_out, karaoke, files_out, speaker_names, shown]

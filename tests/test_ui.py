@@ -33,12 +33,14 @@ from qasr_space.streaming import LiveSession
 from qasr_space.ui import (ALIGN, ASSETS_DIR, AUTO, EXAMPLES, FILE_SOURCE, LIVE_SOURCE, RECORD_SOURCE, TRANSCRIBE,
                            URL_SOURCE, ServedFiles, SpaceUI, build_demo, mode_layout, model_status_line, render_ui,
                            timestamps_option)
-from qasr_space.writers import to_srt
+from qasr_space.writers import FORMATS, to_srt
 from tests.browser import static_server
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone, write_media, write_sparse_wav
 
 XSS = '<img src=x onerror="window.__xss=1">'
+#: One download per export format.
+EXPORT_SUFFIXES = {suffix for _, suffix, _ in FORMATS.values()}
 
 
 def no_progress(*args, **kwargs) -> None:
@@ -84,7 +86,7 @@ def test_transcribe_shows_progress_then_the_result_and_downloads(ui, clip):
     assert [start for _, start, _ in words] == sorted(start for _, start, _ in words)
     assert "gradio_api/file=" + clip in karaoke  # uploads are played from where Gradio stored them
     by_suffix = {Path(f).suffix: Path(f) for f in files}
-    assert set(by_suffix) == {".srt", ".vtt", ".json", ".txt"} and all(f.stem == "talk" for f in by_suffix.values())
+    assert set(by_suffix) == EXPORT_SUFFIXES and all(f.stem == "talk" for f in by_suffix.values())
     transcript = Transcript.from_dict(json.loads(by_suffix[".json"].read_text()))
     assert by_suffix[".srt"].read_text() == to_srt(transcript)
     assert "00:00:00,320 --> " in by_suffix[".srt"].read_text()
@@ -138,7 +140,7 @@ def test_align_own_text_escapes_markup(ui, clip):
     assert text == f"{XSS} Hello world"
     assert "<img" not in karaoke and "&lt;img" in karaoke
     assert [w for w, _, _ in words_in(karaoke)] == ["<img", "src=x", 'onerror="window.__xss=1">', "Hello", "world"]
-    assert len(files) == 4
+    assert len(files) == len(EXPORT_SUFFIXES)
 
 
 def test_karaoke_escapes_every_user_controlled_string():
@@ -279,7 +281,7 @@ def test_live_microphone_shows_text_while_speaking_then_the_full_result(ui):
     assert (language, text) == ("English", SCRIPTED_SENTENCE) and session.finished
     assert updates[-1][-1] is None  # then the session state is let go
     assert [w for w, *_ in words_in(karaoke)] == SCRIPTED_SENTENCE.split()
-    assert sorted(Path(f).suffix for f in files) == [".json", ".srt", ".txt", ".vtt"]
+    assert {Path(f).suffix for f in files} == EXPORT_SUFFIXES
     assert "recording.wav" in karaoke
 
 
