@@ -45,6 +45,16 @@ class UploadRefusedError(AudioError):
     """A client named a file this server did not receive as an upload (or one already deleted)."""
 
 
+class TooManyFilesError(QasrError):
+    """More files in one request, zips unpacked, than the configured limit."""
+
+    status_code = 413
+
+
+class ArchiveError(QasrError):
+    """A zip of uploads that cannot be read: corrupt, cut off, or listing far more entries than any upload needs."""
+
+
 class InputTooLongError(QasrError):
     """A text field (context, text to align) over its length limit."""
 

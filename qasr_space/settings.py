@@ -31,6 +31,8 @@ class Settings:
     device: str | None = None
     max_audio_seconds: float = 2 * 3600.0
     max_upload_mb: float = 500.0
+    #: Files one request for several may hold, zip members counted (their sizes together stay under max_upload_mb).
+    max_files: int = 20
     min_audio_seconds: float = 0.25
     chunk_seconds: float = 180.0
     batch_size: int = 4
@@ -65,6 +67,7 @@ class Settings:
             device=os.environ.get("QASR_DEVICE") or None,
             max_audio_seconds=_env_float("QASR_MAX_AUDIO_SECONDS", cls.max_audio_seconds),
             max_upload_mb=_env_float("QASR_MAX_UPLOAD_MB", cls.max_upload_mb),
+            max_files=_env_int("QASR_MAX_FILES", cls.max_files),
             chunk_seconds=_env_float("QASR_CHUNK_SECONDS", cls.chunk_seconds),
             batch_size=_env_int("QASR_BATCH_SIZE", cls.batch_size),
             # ZeroGPU runs each request's GPU work in a process of its own, where nothing can be shared.

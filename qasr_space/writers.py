@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import re
 from dataclasses import dataclass
 from itertools import accumulate, groupby
 from operator import attrgetter
@@ -285,3 +286,15 @@ def write_transcript(t: Transcript, fmt: str, path: str | os.PathLike[str], limi
     path as a string. Nothing is written for an unknown format."""
     Path(path).write_text(render_transcript(t, fmt, limits), encoding="utf-8", newline="")
     return str(path)
+
+
+def file_stem(name: str) -> str:
+    """A safe base name for download files, from an upload's name or a fetched page's title: letters, digits, `_`,
+    `.` and `-` only, never leading dots, so it is a file or folder name and never a path."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._")[:60] or "transcript"
+
+
+def write_all(t: Transcript, folder: str | os.PathLike[str], stem: str) -> list[str]:
+    """`t` in every format of `FORMATS`, as `folder/stem.srt`, `folder/stem.vtt` and so on: the downloads a page
+    offers for one transcript. Returns the paths, in the order of `FORMATS`."""
+    return [write_transcript(t, fmt, os.path.join(folder, stem + suffix)) for fmt, (_, suffix, _) in FORMATS.items()]
