@@ -123,6 +123,7 @@ def render_karaoke(transcript: Transcript, audio_url: str, *, title: str | None 
         head.append('<span class="qk-hint">Click a word or a segment to play from there, or Tab to the text: '
                     "arrow keys move, Enter plays.</span>")
         head.append('<label class="qk-follow"><input type="checkbox" checked> Follow along</label>')
+        head.append('<button type="button" class="qk-copy">Copy text</button>')
     parts = ['<div class="qk-root">']
     if head:
         parts.append(f'<div class="qk-head">{" ".join(head)}</div>')
@@ -135,6 +136,13 @@ def render_karaoke(transcript: Transcript, audio_url: str, *, title: str | None 
         parts.append('<ul class="qk-notes">' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
     parts.append("</div>")
     return "".join(parts)
+
+
+def render_notice(message: str, *, error: bool = False) -> str:
+    """What the result area shows when there is no transcript: a friendly line before the first run, or an error,
+    which stays until the next run (a toast fades)."""
+    kind = 'qk-error" role="alert' if error else "qk-placeholder"
+    return f'<div class="qk-notice {kind}">{escape(message)}</div>'
 
 
 # Runs once when the component mounts. `element` is the component's root, `watch` re-runs a callback after Gradio
@@ -254,6 +262,14 @@ element.addEventListener('change', (event) => {
   if (event.target.matches('.qk-follow input')) follow = event.target.checked;
 }, true);
 element.addEventListener('click', (event) => {
+  const copy = event.target.closest ? event.target.closest('.qk-copy') : null;
+  if (copy) {
+    const text = element.querySelector('.qk-text');
+    navigator.clipboard.writeText(text ? text.innerText.trim() : '').then(
+      () => { copy.textContent = 'Copied'; setTimeout(() => { copy.textContent = 'Copy text'; }, 1500); },
+      () => { copy.textContent = 'Select the text to copy'; });
+    return;
+  }
   const item = event.target.closest ? event.target.closest('.qk-word, .qk-segment') : null;
   if (item) playFrom(item);
 });
@@ -293,6 +309,17 @@ KARAOKE_CSS = """
 .qk-title { font-weight: 600; }
 .qk-length { color: var(--body-text-color-subdued); font-variant-numeric: tabular-nums; }
 .qk-hint { color: var(--body-text-color-subdued); font-size: 0.85rem; margin-left: auto; }
+.qk-copy {
+  font-size: 0.85rem; padding: 2px 10px; border-radius: var(--button-small-radius);
+  border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill);
+  color: var(--button-secondary-text-color); cursor: pointer;
+}
+.qk-notice { padding: 28px 16px; border-radius: var(--block-radius); text-align: center; }
+.qk-placeholder { color: var(--body-text-color-subdued); border: 1px dashed var(--border-color-primary); }
+.qk-error {
+  color: var(--error-text-color); background: var(--error-background-fill); border: 1px solid var(--error-border-color);
+  text-align: left;
+}
 .qk-follow { display: inline-flex; gap: 6px; align-items: center; font-size: 0.85rem; cursor: pointer; }
 .qk-audio { width: 100%; }
 .qk-body { display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-start; }

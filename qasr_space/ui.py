@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -30,21 +29,26 @@ from .errors import AudioError, QasrError
 from .fetch import fetch_audio
 from .gpu import on_gpu, user_error
 from .inference import AsrOutput
-from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke
+from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke, render_notice
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
 from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, ModelStatus, asr_model_name
-from .diarize import MAX_SPEAKERS, SpeakerCount, parse_speakers, rename_speakers
+from .diarize import MAX_SPEAKERS, Diarization, SpeakerCount, assign_speakers, parse_speakers, rename_speakers
 from .results import Transcript
 from .streaming import IDLE_SECONDS, LiveSession, LiveSessions, LiveText, transcribe_clips, update
 from .transcribe import (ChunkResult, align, check_align_text, check_context, collect, iter_transcribe, prepare_audio,
                          require_speech, with_speakers)
-from .writers import FORMATS, to_txt, write_transcript
+from .writers import file_stem, to_txt, write_all
 
 AUTO = "Auto"
 TRANSCRIBE = "Transcribe"
 ALIGN = "Align my own text"
-#: The input tabs; the selected one says where the audio comes from.
+#: Where the audio comes from: one button each, so that on a phone every input is one tap away.
 FILE_SOURCE, RECORD_SOURCE, URL_SOURCE, LIVE_SOURCE = "file", "record", "url", "live"
+SOURCE_CHOICES = [("Upload", FILE_SOURCE), ("Record", RECORD_SOURCE), ("URL", URL_SOURCE), ("Live", LIVE_SOURCE)]
+PLACEHOLDER = "Your transcript appears here: follow it word by word with the player, fix it, and download subtitles."
+#: On a narrow screen the result sits below the inputs: pressing the button brings it into view.
+SHOW_RESULT_JS = ("() => { if (window.innerWidth < 768) document.getElementById('qasr-result')"
+                  ".scrollIntoView({behavior: 'smooth', block: 'start'}); }")
 #: What the file picker offers: audio and video (the core decodes the sound of a video), plus extensions some
 #: systems give no audio/video type.
 UPLOAD_TYPES = ["audio", "video", ".opus", ".m4a", ".mkv", ".webm", ".flac", ".aac", ".wma"]
@@ -69,6 +73,10 @@ SPEAKERS_INFO = "Who spoke when: Auto counts the voices, or say how many. Runs o
 ALIGN_LANGUAGE_INFO = "The language of the text, for splitting it into words; Auto splits at spaces."
 LIVE_NOTE = ("Press record and speak: text appears as you talk (grey words may still change). When you stop, the "
              "whole recording is transcribed once more, with word timestamps when they are on.")
+API_NOTE = ("**Use it from code.** Every run is also an API: *Use via API* at the foot of the page lists the named "
+            "endpoints for `gradio_client` ([API page](?view=api)). This server also speaks OpenAI's speech-to-text API at "
+            "`/v1/audio/transcriptions`: point an OpenAI client's `base_url` at this page's address plus `/v1`; "
+            "`model=\"whisper-1\"` (many clients' default) gets the 0.6B model.")
 #: How often the browser sends new microphone audio, and the longest live session.
 LIVE_STREAM_EVERY_SECONDS = 0.5
 
@@ -80,11 +88,6 @@ def file_url(path: str) -> str:
     """The URL of a served file, relative so it also works when the app is mounted under a sub-path. Gradio's file
     route answers Range requests, which the <audio> element needs to seek."""
     return "gradio_api/file=" + quote(os.path.abspath(path))
-
-
-def _file_stem(name: str) -> str:
-    """A safe base name for the download files, from the upload's name or the fetched page's title."""
-    return re.sub(r"[^\w.-]+", "_", name).strip("._")[:60] or "transcript"
 
 
 class ServedFiles:
@@ -108,17 +111,19 @@ class _Input:
     media_path: str  # the file the karaoke player plays
     name: str  # base name for the download files
     title: str | None = None  # the fetched page's title
+    forced: bool | None = None  # the language was chosen, not detected (None: as the request says)
 
 
 @dataclass
 class _Shown:
-    """The result on the page, kept (per browser tab) so that renaming a speaker can redo the view and downloads:
-    the transcript with the speakers' own labels, and where its audio and files go."""
+    """The result on the page, kept (per browser tab) so that renaming speakers or re-timing an edited text can
+    redo the view and downloads: the transcript with the speakers' own labels, and where its audio and files go."""
 
     transcript: Transcript
     media_path: str
     name: str
     title: str | None
+    forced: bool = False
 
 
 def _playable(path: str, audio: np.ndarray, folder: str, *, copy: bool) -> str:
@@ -136,15 +141,10 @@ def _write_wav(audio: np.ndarray, folder: str, name: str) -> str:
     return out
 
 
-def _downloads(transcript: Transcript, folder: str, name: str) -> list[str]:
-    """The transcript in every download format, as files in `folder`."""
-    return [write_transcript(transcript, fmt, os.path.join(folder, name + suffix))
-            for fmt, (_, suffix, _) in FORMATS.items()]
-
-
-#: What every update sets: language, transcript text, karaoke HTML, download files (None until the end), the speaker
-#: names table, and the result kept for renaming.
-Outputs = tuple[str, str, str, "list[str] | None", dict, "_Shown | None"]
+#: What every update sets: the language line, transcript text, karaoke HTML, download files (None until the end), the
+#: speaker names table, the result kept for renaming and re-timing, and whether the result's extras (language,
+#: downloads, the editor) show.
+Outputs = tuple[str, str, str, "list[str] | None", dict, "_Shown | None", dict]
 
 
 class SpaceUI:
@@ -203,14 +203,10 @@ class SpaceUI:
         """Recording stopped: the whole recording once through the pipeline, shown like an upload's result (the text
         so far after every chunk); then the session state is let go."""
         session = session or LiveSession()  # nothing streamed yet: an empty recording, which `close` refuses
-        live = render_live(session.live_text())
-        outputs: Outputs | None = None
-        try:
-            for outputs in self._run(functools.partial(_recorded_input, session), TRANSCRIBE, None, model, language,
-                                     context, timestamps, speakers, progress):
-                yield (*outputs, live, session)
-        except (QasrError, gr.Error) as exc:
-            raise page_error(exc) from None
+        live = render_live(session.live_text(), final=True)
+        for outputs in self._shown_errors(self._run(functools.partial(_recorded_input, session), TRANSCRIBE, None,
+                                                    model, language, context, timestamps, speakers, progress)):
+            yield (*outputs, live, session)
         yield (*(gr.skip() for _ in outputs), gr.skip(), None)
 
     def run(self, source: str, file_path: str | None, recording_path: str | None, url: str | None, mode: str,
@@ -218,16 +214,51 @@ class SpaceUI:
             speakers: str = SPEAKERS_OFF, progress: Callable = gr.Progress()) -> Iterator[Outputs]:
         """Transcribe (or align) the input of the `source` tab, yielding the outputs as chunks finish; errors become
         `gr.Error`."""
-        try:
-            yield from self._run(functools.partial(self._read_input, source, file_path, recording_path, url), mode,
-                                 text, model, language, context, timestamps, speakers, progress)
-        except (QasrError, gr.Error) as exc:
-            raise page_error(exc) from None
+        yield from self._shown_errors(self._run(
+            functools.partial(self._read_input, source, file_path, recording_path, url), mode, text, model, language,
+            context, timestamps, speakers, progress))
 
-    def run_example(self, file_path: str, language: str, timestamps: bool, mode: str,
+    def retime(self, shown: _Shown | None, text: str | None, progress: Callable = gr.Progress()) -> Iterator[Outputs]:
+        """The edited transcript aligned to the same audio again: new word times, the same speakers' turns, and the
+        karaoke view and every download redone."""
+        def read_again(folder: str) -> _Input:
+            if shown is None:
+                raise QasrError("There is no result to re-time yet: transcribe something first, then edit the text.")
+            try:
+                audio = prepare_audio(shown.media_path, self.settings)
+            except AudioError:
+                raise AudioError("The audio of this result is no longer on the server (files are kept for "
+                                 f"{self.settings.keep_minutes:g} minutes): transcribe it again.") from None
+            return _Input(audio, shown.media_path, shown.name, shown.title, shown.forced)
+
+        language = shown.transcript.language if shown is not None else None
+        for outputs in self._shown_errors(self._run(read_again, ALIGN, text, None, language or AUTO, None, True,
+                                                    SPEAKERS_OFF, progress)):
+            if shown is not None and shown.transcript.turns and outputs[5] is not None:
+                outputs = self._with_turns(outputs, shown)
+            yield outputs
+
+    def _with_turns(self, outputs: Outputs, shown: _Shown) -> Outputs:
+        """A re-timed result given the speakers of the result it replaces (no diarization again)."""
+        kept = outputs[5]
+        diarization = Diarization(shown.transcript.turns, shown.transcript.overlaps)
+        transcript = assign_speakers(kept.transcript, diarization)
+        folder = os.path.dirname(outputs[3][0])
+        item = _Input(np.zeros(0, np.float32), kept.media_path, kept.name, kept.title, kept.forced)
+        return self._outputs(transcript, item, files=write_all(transcript, folder, kept.name))
+
+    def _shown_errors(self, updates: Iterator[Outputs]) -> Iterator[Outputs]:
+        """The updates, and a refusal shown in the result area in place of a result: a toast fades, this stays
+        until the next run."""
+        try:
+            yield from updates
+        except (QasrError, gr.Error) as exc:
+            yield error_outputs(exc)
+
+    def run_example(self, file_path: str, language: str, timestamps: bool,
                     progress: Callable = gr.Progress()) -> Iterator[Outputs]:
-        """An example clip, with the default model and no context."""
-        yield from self.run(FILE_SOURCE, file_path, None, None, mode, None, DEFAULT_MODEL, language, None,
+        """An example clip, transcribed with its own language and timestamps, the default model and no context."""
+        yield from self.run(FILE_SOURCE, file_path, None, None, TRANSCRIBE, None, DEFAULT_MODEL, language, None,
                             timestamps, SPEAKERS_OFF, progress)
 
     def rename(self, shown: _Shown | None, names: list[list[str]] | None) -> tuple:
@@ -240,7 +271,7 @@ class SpaceUI:
         except QasrError as exc:
             raise page_error(exc) from None
         folder = self.served.new_folder()
-        files = _downloads(renamed, folder, shown.name)
+        files = write_all(renamed, folder, shown.name)
         return _shown_text(renamed), self._karaoke(renamed, shown.media_path, shown.title), files
 
     def _run(self, read_input: Callable[[str], _Input], mode, text, model, language, context, timestamps, speakers,
@@ -258,6 +289,8 @@ class SpaceUI:
         folder = self.served.new_folder()
         try:
             item = read_input(folder)
+            if item.forced is None:
+                item.forced = forced is not None
             empty = Transcript(language=None, text="", duration=len(item.audio) / SAMPLE_RATE)
             if mode == ALIGN:
                 yield self._outputs(empty, item, status="Aligning…")
@@ -270,7 +303,7 @@ class SpaceUI:
                     yield self._outputs(transcript, item, status="Finding speakers…")
                     progress(1.0, desc="Finding speakers")
                     transcript = with_speakers(transcript, item.audio, count)
-            files = _downloads(transcript, folder, item.name)
+            files = write_all(transcript, folder, item.name)
         except Exception:  # a failed request leaves no folder behind
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -316,7 +349,7 @@ class SpaceUI:
                 audio = prepare_audio(fetched.audio, self.settings)
                 media = _playable(fetched.path, fetched.audio, folder, copy=True)
             title = f"{fetched.title} ({clock(fetched.duration)})"
-            return _Input(audio, media, _file_stem(fetched.title), title)
+            return _Input(audio, media, file_stem(fetched.title), title)
         if source == LIVE_SOURCE:
             raise AudioError("Live transcription runs while you record: press the microphone button in the Live "
                              "microphone tab, and the result appears when you stop.")
@@ -327,21 +360,35 @@ class SpaceUI:
                              "No audio: upload an audio or video file first, then press the button again.")
         audio_path = uploaded_file(audio_path, self.upload_root)
         audio = prepare_audio(audio_path, self.settings)
-        return _Input(audio, _playable(audio_path, audio, folder, copy=False), _file_stem(Path(audio_path).stem))
+        return _Input(audio, _playable(audio_path, audio, folder, copy=False), file_stem(Path(audio_path).stem))
 
     def _outputs(self, transcript: Transcript, item: _Input, *, status: str | None = None,
                  files: list[str] | None = None) -> Outputs:
-        """Every output for `transcript`; once it is final (`files`), the speaker table and the kept result too."""
+        """Every output for `transcript`; once it is final (`files`), the speaker table, the kept result and the
+        result's extras too."""
         karaoke = self._karaoke(transcript, item.media_path, item.title, status)
         final = files is not None
         names = gr.update(value=[[s, s] for s in transcript.speakers] or None,
                           visible=final and bool(transcript.speakers))
-        shown = _Shown(transcript, item.media_path, item.name, item.title) if final and transcript.speakers else None
-        return transcript.language or "", _shown_text(transcript), karaoke, files, names, shown
+        shown = _Shown(transcript, item.media_path, item.name, item.title, bool(item.forced)) if final else None
+        return (language_line(transcript.language, bool(item.forced)), _shown_text(transcript), karaoke, files, names,
+                shown, gr.update(visible=final))
 
     @staticmethod
     def _karaoke(transcript: Transcript, media_path: str, title: str | None, status: str | None = None) -> str:
         return render_karaoke(transcript, file_url(media_path), title=title, status=status)
+
+
+def language_line(language: str | None, forced: bool) -> str:
+    """Whose language the result is in: the one the user chose, or the one the model heard."""
+    return f"{'Forced' if forced else 'Detected'}: {language}" if language else ""
+
+
+def error_outputs(exc: QasrError | gr.Error) -> Outputs:
+    """The result area showing a refusal instead of a result; the input stays as the user left it."""
+    message = exc.message if isinstance(exc, gr.Error) else str(exc)
+    return ("", "", render_notice(message, error=True), None, gr.update(value=None, visible=False), None,
+            gr.update(visible=False))
 
 
 def _shown_text(transcript: Transcript) -> str:
@@ -370,19 +417,23 @@ def _recorded_input(session: LiveSession, folder: str) -> _Input:
     return _Input(audio, _write_wav(audio, folder, "recording.wav"), "recording")
 
 
-def render_live(live: LiveText) -> str:
-    """Live text as HTML: committed text plain, the tentative tail marked as such; all of it escaped."""
+def render_live(live: LiveText, *, final: bool = False) -> str:
+    """Live text as HTML: committed text plain, the tentative tail marked as such (once the recording has stopped,
+    nothing is tentative any more); all of it escaped."""
+    if final:
+        return f'<div class="qk-live"><span class="qk-committed">{escape(live.text)}</span></div>'
     separator = live.text[len(live.committed):len(live.text) - len(live.tentative)]
     return (f'<div class="qk-live"><span class="qk-committed">{escape(live.committed)}</span>{separator}'
             f'<span class="qk-tentative">{escape(live.tentative)}</span></div>')
 
 
-def timestamps_option(language: str) -> dict:
-    """Word timestamps are offered only where the aligner has the language (and with Auto, where it may)."""
+def timestamps_option(language: str, wanted: bool) -> dict:
+    """Word timestamps are offered only where the aligner has the language (and with Auto, where it may); where it
+    is offered again, the box is as the user last set it (`wanted`)."""
     if language == AUTO:
-        return gr.update(interactive=True, info=AUTO_TIMESTAMPS_INFO)
+        return gr.update(value=wanted, interactive=True, info=AUTO_TIMESTAMPS_INFO)
     if aligner_supports(language):
-        return gr.update(interactive=True, info=TIMESTAMPS_INFO)
+        return gr.update(value=wanted, interactive=True, info=TIMESTAMPS_INFO)
     return gr.update(value=False, interactive=False,
                      info=f"No word timestamps for {language}: the aligner covers {', '.join(ALIGNER_LANGUAGES)}.")
 
@@ -403,80 +454,94 @@ def mode_layout(mode: str, language: str) -> tuple:
     )
 
 
+def _source_layout(kind: str) -> tuple:
+    """Show the chosen input; the live microphone runs by itself, with no Transcribe button."""
+    return (*(gr.update(visible=kind == shown) for _, shown in SOURCE_CHOICES), gr.update(visible=kind != LIVE_SOURCE))
+
+
 def render_ui(manager: ModelManager) -> SpaceUI:
     """Draw the UI into the current Blocks context (a whole app, or a `gr.Tab` of someone else's)."""
     ui = SpaceUI(manager)
-    gr.Markdown("## Qwen3-ASR speech to text\nTranscribe speech in 30 languages with Qwen3-ASR, follow along word "
-                "by word, and download subtitles. Upload a file, record, or paste a link.")
-    gr.Markdown(model_status_line(manager.statuses()), elem_id="qasr-models")
-    source = gr.State(FILE_SOURCE)
+    gr.Markdown("## Qwen3-ASR speech to text\nTranscribe speech in 30 languages, follow it word by word, fix it, "
+                "and download subtitles. [API and OpenAI-compatible route](#qasr-api-note)", elem_id="qasr-intro")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            with gr.Tabs():
-                with gr.Tab("Upload", id=FILE_SOURCE) as file_tab:
-                    file_in = gr.File(label="Audio or video file", file_types=UPLOAD_TYPES, type="filepath",
-                                      elem_id="qasr-file", height=150)
-                    examples_slot = gr.Column()
-                with gr.Tab("Record", id=RECORD_SOURCE) as record_tab:
-                    recording_in = gr.Audio(sources=["microphone"], type="filepath", label="Recording",
-                                            elem_id="qasr-record")
-                with gr.Tab("From a URL", id=URL_SOURCE) as url_tab:
-                    url_in = gr.Textbox(label="URL", elem_id="qasr-url", max_lines=1,
-                                        placeholder="https://www.youtube.com/watch?v=… or a link to a media file",
-                                        info="YouTube and the other sites yt-dlp supports, or a direct link to "
-                                             "audio or video. The title and length appear with the result.")
-                with gr.Tab("Live microphone", id=LIVE_SOURCE, elem_id="qasr-live") as live_tab:
-                    live_in = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Live microphone",
-                                       elem_id="qasr-live-mic")
-                    live_out = gr.HTML("", elem_id="qasr-live-text", label="Live transcript",
-                                       css_template=LIVE_CSS)
-                    live_session = gr.State(None, time_to_live=IDLE_SECONDS,
-                                            delete_callback=ui.live_sessions.release)
-                    gr.Markdown(LIVE_NOTE)
-            mode = gr.Radio([TRANSCRIBE, ALIGN], value=TRANSCRIBE, label="Mode", elem_id="qasr-mode")
-            align_in = gr.Textbox(label="Text to align", lines=4, visible=False, elem_id="qasr-align-text",
-                                  max_length=manager.settings.max_align_chars,
-                                  placeholder="Paste what is said in the audio; each word gets its start and end.")
+            source = gr.Radio(SOURCE_CHOICES, value=FILE_SOURCE, label="Audio from", elem_id="qasr-source")
+            with gr.Column(visible=True) as file_box:
+                file_in = gr.File(label="Audio or video file", file_types=UPLOAD_TYPES, type="filepath",
+                                  elem_id="qasr-file", height=130)
+            with gr.Column(visible=False) as record_box:
+                recording_in = gr.Audio(sources=["microphone"], type="filepath", label="Recording",
+                                        elem_id="qasr-record")
+            with gr.Column(visible=False) as url_box:
+                url_in = gr.Textbox(label="URL", elem_id="qasr-url", max_lines=1,
+                                    placeholder="https://www.youtube.com/watch?v=… or a link to a media file",
+                                    info="YouTube and the other sites yt-dlp supports, or a direct link to audio or "
+                                         "video. The title and length appear with the result.")
+            with gr.Column(visible=False, elem_id="qasr-live") as live_box:
+                live_in = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Live microphone",
+                                   elem_id="qasr-live-mic")
+                live_out = gr.HTML("", elem_id="qasr-live-text", label="Live transcript", show_label=True,
+                                   css_template=LIVE_CSS)
+                live_session = gr.State(None, time_to_live=IDLE_SECONDS, delete_callback=ui.live_sessions.release)
+                gr.Markdown(LIVE_NOTE)
             with gr.Row():
-                model = gr.Radio(list(ASR_MODELS), value=DEFAULT_MODEL, label="Model", elem_id="qasr-model",
-                                 info="1.7B is more accurate, 0.6B faster.")
                 language = gr.Dropdown([AUTO, *LANGUAGES], value=AUTO, label="Language", elem_id="qasr-language",
-                                       info=LANGUAGE_INFO)
-            context = gr.Textbox(label="Context or hotwords", lines=2, elem_id="qasr-context",
-                                 max_length=manager.settings.max_context_chars,
-                                 placeholder="Names, terms or a topic the speech is about (optional)")
-            with gr.Row():
-                timestamps = gr.Checkbox(value=True, label="Word timestamps (karaoke)", info=AUTO_TIMESTAMPS_INFO,
-                                         elem_id="qasr-timestamps")
-                speakers = gr.Dropdown(SPEAKER_CHOICES, value=SPEAKERS_OFF, label="Speakers", info=SPEAKERS_INFO,
-                                       elem_id="qasr-speakers")
+                                       info=LANGUAGE_INFO, scale=2)
+                model = gr.Radio(list(ASR_MODELS), value=DEFAULT_MODEL, label="Model", elem_id="qasr-model",
+                                 info="1.7B is more accurate, 0.6B faster.", scale=2)
             run_button = gr.Button("Transcribe", variant="primary", elem_id="qasr-run")
-        with gr.Column(scale=3, min_width=360):
-            language_out = gr.Textbox(label="Detected language", interactive=False, elem_id="qasr-language-out")
-            karaoke = gr.HTML("", html_template="${value}", css_template=KARAOKE_CSS, js_on_load=KARAOKE_JS,
-                              elem_id="qasr-karaoke", label="Karaoke transcript")
-            text_out = gr.Textbox(label="Transcript", lines=6, max_lines=20, interactive=False, buttons=["copy"],
-                                  elem_id="qasr-text")
-            speaker_names = gr.Dataframe(headers=["Speaker", "Name"], column_count=(2, "fixed"), type="array",
-                                         interactive=True, static_columns=[0], visible=False,
-                                         label="Speaker names: type a name, then Rename speakers",
-                                         elem_id="qasr-speaker-names")
-            rename_button = gr.Button("Rename speakers", size="sm", visible=False, elem_id="qasr-rename")
-            files_out = gr.File(label="Downloads: SRT, VTT, JSON, TXT, LRC, TSV", file_count="multiple", interactive=False,
-                                elem_id="qasr-files")
+            with gr.Accordion("Options: word timestamps, speakers, context, align my own text", open=False,
+                              elem_id="qasr-options"):
+                with gr.Row():
+                    timestamps = gr.Checkbox(value=True, label="Word timestamps (karaoke)",
+                                             info=AUTO_TIMESTAMPS_INFO, elem_id="qasr-timestamps")
+                    speakers = gr.Dropdown(SPEAKER_CHOICES, value=SPEAKERS_OFF, label="Speakers", info=SPEAKERS_INFO,
+                                           elem_id="qasr-speakers")
+                context = gr.Textbox(label="Context or hotwords", lines=2, elem_id="qasr-context",
+                                     max_length=manager.settings.max_context_chars,
+                                     placeholder="Names, terms or a topic the speech is about (optional)")
+                mode = gr.Radio([TRANSCRIBE, ALIGN], value=TRANSCRIBE, label="Mode", elem_id="qasr-mode")
+                align_in = gr.Textbox(label="Text to align", lines=4, visible=False, elem_id="qasr-align-text",
+                                      max_length=manager.settings.max_align_chars,
+                                      placeholder="Paste what is said in the audio; each word gets its start and end.")
+            examples_slot = gr.Column()
+        with gr.Column(scale=3, min_width=320, elem_id="qasr-result"):
+            karaoke = gr.HTML(render_notice(PLACEHOLDER), html_template="${value}", css_template=KARAOKE_CSS,
+                              js_on_load=KARAOKE_JS, elem_id="qasr-karaoke", label="Transcript")
+            with gr.Column(visible=False) as extras:
+                language_out = gr.Markdown("", elem_id="qasr-language-out")
+                speaker_names = gr.Dataframe(headers=["Speaker", "Name"], column_count=(2, "fixed"), type="array",
+                                             interactive=True, static_columns=[0], visible=False,
+                                             label="Speaker names: type a name, then Rename speakers",
+                                             elem_id="qasr-speaker-names")
+                rename_button = gr.Button("Rename speakers", size="sm", visible=False, elem_id="qasr-rename")
+                files_out = gr.File(label="Downloads: SRT, VTT, JSON, TXT, LRC, TSV", file_count="multiple",
+                                    interactive=False, elem_id="qasr-files")
+                with gr.Accordion("Fix the transcript, then re-time it", open=False, elem_id="qasr-edit"):
+                    text_out = gr.Textbox(label="Transcript (editable)", lines=6, max_lines=20, interactive=True,
+                                          buttons=["copy"], elem_id="qasr-text")
+                    retime_button = gr.Button("Re-time", elem_id="qasr-retime")
+                    gr.Markdown("Change any words, then Re-time: the aligner times the new text to the same audio, "
+                                "and the view and every download follow.")
+    gr.Markdown(API_NOTE, elem_id="qasr-api-note")
+    gr.Markdown(model_status_line(manager.statuses()), elem_id="qasr-models")
     shown = gr.State(None)
-    outputs = [language_out, text_out, karaoke, files_out, speaker_names, shown]
+    wanted_timestamps = gr.State(True)
+    outputs = [language_out, text_out, karaoke, files_out, speaker_names, shown, extras]
 
-    tabs = ((file_tab, FILE_SOURCE), (record_tab, RECORD_SOURCE), (url_tab, URL_SOURCE), (live_tab, LIVE_SOURCE))
-    for tab, kind in tabs:
-        tab.select(lambda kind=kind: (kind, gr.update(visible=kind != LIVE_SOURCE)), outputs=[source, run_button],
-                   queue=False, api_visibility="private")
-    language.change(timestamps_option, language, timestamps, queue=False, api_visibility="private")
+    source.change(_source_layout, source, [file_box, record_box, url_box, live_box, run_button], queue=False,
+                  api_visibility="private")
+    timestamps.input(lambda value: value, timestamps, wanted_timestamps, queue=False, api_visibility="private")
+    language.change(timestamps_option, [language, wanted_timestamps], timestamps, queue=False,
+                    api_visibility="private")
     mode.change(mode_layout, [mode, language], [align_in, model, context, timestamps, speakers, language, run_button],
                 queue=False, api_visibility="private")
+    run_button.click(None, js=SHOW_RESULT_JS, queue=False, api_visibility="private")
     run_button.click(ui.run, [source, file_in, recording_in, url_in, mode, align_in, model, language, context,
                               timestamps, speakers],
-                     outputs, show_progress_on=[text_out], api_visibility="private")
+                     outputs, show_progress_on=[karaoke], api_visibility="private")
+    retime_button.click(ui.retime, [shown, text_out], outputs, show_progress_on=[karaoke], api_visibility="private")
     speaker_names.change(lambda table: gr.update(visible=bool(table)), speaker_names, rename_button, queue=False,
                          api_visibility="private")
     rename_button.click(ui.rename, [shown, speaker_names], [text_out, karaoke, files_out], api_visibility="private")
@@ -491,10 +556,14 @@ def render_ui(manager: ModelManager) -> SpaceUI:
     recording_in.stop_recording(lambda: gr.update(interactive=True), None, run_button, queue=False,
                                 api_visibility="private")
     with examples_slot:
+        # The examples' own language and timestamps go through hidden fields, so a click never changes the
+        # options the user set for their own files.
+        example_language = gr.Textbox(visible=False)
+        example_timestamps = gr.Checkbox(visible=False)
         gr.Examples(
-            examples=[[str(ASSETS_DIR / name), lang, stamps, TRANSCRIBE] for name, lang, stamps, _ in EXAMPLES],
+            examples=[[str(ASSETS_DIR / name), lang, stamps] for name, lang, stamps, _ in EXAMPLES],
             example_labels=[label for *_, label in EXAMPLES],
-            inputs=[file_in, language, timestamps, mode], outputs=outputs, fn=ui.run_example,
+            inputs=[file_in, example_language, example_timestamps], outputs=outputs, fn=ui.run_example,
             run_on_click=True, cache_examples=False, api_visibility="private",
         )
     return ui

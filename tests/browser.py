@@ -110,6 +110,24 @@ def wait_for_result(page) -> None:
                            "document.querySelectorAll('#qasr-files a').length >= 4", timeout=RESULT_TIMEOUT_MS)
 
 
+def open_section(page, elem_id: str) -> None:
+    """Open a folded section of the page (an accordion, whose contents exist only while it is open)."""
+    header = page.locator(f"#{elem_id} > button.label-wrap")
+    if "open" not in (header.get_attribute("class") or ""):
+        header.click()
+
+
+def transcript_text(page) -> str:
+    """The editable plain transcript, in the folded "Fix the transcript" section."""
+    open_section(page, "qasr-edit")
+    return page.input_value("#qasr-text textarea")
+
+
+def choose_source(page, name: str) -> None:
+    """Pick where the audio comes from: Upload, Record, URL or Live."""
+    page.locator("#qasr-source").get_by_text(name, exact=True).click()
+
+
 @contextlib.contextmanager
 def static_server(directory: str | os.PathLike[str]) -> Iterator[str]:
     """Serve `directory` over HTTP on 127.0.0.1 (for URL inputs); yields the base URL, e.g. `http://127.0.0.1:PORT/`."""

@@ -13,7 +13,7 @@ import math
 import pytest
 
 from qasr_space.karaoke import clock
-from tests.browser import ARTIFACTS, app_server, launch_chromium, upload, wait_for_result
+from tests.browser import ARTIFACTS, app_server, launch_chromium, open_section, upload, wait_for_result
 from tests.media import tone, write_media
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -55,6 +55,7 @@ def page(browser, server, media):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(server)
     upload(page, media["long_clip"])
+    open_section(page, "qasr-options")
     page.get_by_label("Align my own text").check()
     page.fill("#qasr-align-text textarea", " ".join(f"word{i}" for i in range(WORDS)))
     page.click("#qasr-run")
