@@ -34,6 +34,8 @@ from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize
 from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, ModelStatus, asr_model_name
 from .diarize import MAX_SPEAKERS, Diarization, SpeakerCount, assign_speakers, parse_speakers, rename_speakers
 from .results import Transcript
+from .several import DONE, FAILED, MEDIA_SUFFIXES, WORKING, FileProgress, SourceFile, bundle, expand_uploads, \
+    transcribe_several
 from .streaming import IDLE_SECONDS, LiveSession, LiveSessions, LiveText, transcribe_clips, update
 from .transcribe import (ChunkResult, align, check_align_text, check_context, collect, iter_transcribe, prepare_audio,
                          require_speech, with_speakers)
@@ -43,8 +45,14 @@ AUTO = "Auto"
 TRANSCRIBE = "Transcribe"
 ALIGN = "Align my own text"
 #: Where the audio comes from: one button each, so that on a phone every input is one tap away.
-FILE_SOURCE, RECORD_SOURCE, URL_SOURCE, LIVE_SOURCE = "file", "record", "url", "live"
-SOURCE_CHOICES = [("Upload", FILE_SOURCE), ("Record", RECORD_SOURCE), ("URL", URL_SOURCE), ("Live", LIVE_SOURCE)]
+FILE_SOURCE, RECORD_SOURCE, URL_SOURCE, LIVE_SOURCE, SEVERAL_SOURCE = "file", "record", "url", "live", "several"
+SOURCE_CHOICES = [("Upload", FILE_SOURCE), ("Record", RECORD_SOURCE), ("URL", URL_SOURCE), ("Live", LIVE_SOURCE),
+                  ("Several files", SEVERAL_SOURCE)]
+#: Sources with a button of their own (or none): the main Transcribe button hides for them.
+OWN_BUTTON_SOURCES = frozenset({LIVE_SOURCE, SEVERAL_SOURCE})
+SEVERAL_TYPES = [*sorted(MEDIA_SUFFIXES), ".zip"]
+#: A file's status as its row says it.
+STATUS_LABELS = {WORKING: "Transcribing…", DONE: "Done", FAILED: "Failed"}
 PLACEHOLDER = "Your transcript appears here: follow it word by word with the player, fix it, and download subtitles."
 #: On a narrow screen the result sits below the inputs: pressing the button brings it into view.
 SHOW_RESULT_JS = ("() => { if (window.innerWidth < 768) document.getElementById('qasr-result')"
@@ -81,6 +89,14 @@ API_NOTE = ("**Use it from code.** Every run is also an API: *Use via API* at th
 LIVE_STREAM_EVERY_SECONDS = 0.5
 
 
+SEVERAL_CSS = """
+.qs-table { width: 100%; border-collapse: collapse; font-size: 0.9rem; table-layout: fixed; }
+.qs-table th, .qs-table td { text-align: left; padding: 4px 6px; border-bottom: 1px solid var(--border-color-primary);
+  overflow-wrap: anywhere; vertical-align: top; }
+.qs-table .qs-failed td { color: var(--error-text-color); }
+.qs-table a { margin-right: 6px; }
+.qs-notes { color: var(--body-text-color-subdued); font-size: 0.85rem; }
+"""
 LIVE_CSS = ".qk-live { font-size: 1.1rem; line-height: 1.6; min-height: 2em; } .qk-tentative { color: #888; }"
 
 
@@ -217,6 +233,48 @@ class SpaceUI:
         yield from self._shown_errors(self._run(
             functools.partial(self._read_input, source, file_path, recording_path, url), mode, text, model, language,
             context, timestamps, speakers, progress))
+
+    def run_several(self, paths: list[str] | None, model: str, language: str, context: str | None, timestamps: bool,
+                    speakers: str = SPEAKERS_OFF, progress: Callable = gr.Progress()) -> Iterator[tuple[str, str | None]]:
+        """Several files, or zips of them, transcribed together (they meet in the model's batcher): the table of
+        files after every start and end, each done file with its downloads, then one zip of everything."""
+        try:
+            forced = normalize_language(None if language == AUTO else language)
+            check_context(context, self.settings)
+            count = parse_speakers(speakers)
+            folder = self.served.new_folder()
+            try:
+                files, notes = expand_uploads(paths or [], folder, self.settings, upload_root=self.upload_root)
+            except Exception:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            name = asr_model_name(model)
+            self._load_models(ASR_MODELS[name], *([ALIGNER_MODEL] if timestamps else []), progress=progress)
+        except (QasrError, gr.Error) as exc:
+            yield render_notice(exc.message if isinstance(exc, gr.Error) else str(exc), error=True), None
+            return
+
+        def transcribe_one(file: SourceFile) -> Transcript:
+            audio = prepare_audio(file.path, self.settings)
+            chunks = self._transcribe_chunks(audio, name, forced, (context or "").strip() or None, bool(timestamps))
+            transcript = require_speech(collect(chunks, duration=len(audio) / SAMPLE_RATE,
+                                                model_name=ASR_MODELS[name], forced=forced))
+            return with_speakers(transcript, audio, count) if count is not None else transcript
+
+        downloads: dict[int, list[str]] = {}
+        workers = self.settings.batch_size if self.settings.batch_requests else 1
+        rows: tuple[FileProgress, ...] = ()
+        progress(0.0, desc=f"Transcribing {len(files)} files")
+        for rows in transcribe_several(files, transcribe_one, workers=workers):
+            for index, row in enumerate(rows):
+                if row.status == DONE and index not in downloads:
+                    own = os.path.join(folder, f"{index + 1:03d}")
+                    os.makedirs(own)
+                    downloads[index] = write_all(row.transcript, own, file_stem(Path(row.file.name).stem))
+            finished = sum(row.status in (DONE, FAILED) for row in rows)
+            progress(finished / len(rows), desc=f"{finished} of {len(rows)} files done")
+            yield render_several(rows, downloads, notes), None
+        yield render_several(rows, downloads, notes), bundle(rows, folder)
 
     def retime(self, shown: _Shown | None, text: str | None, progress: Callable = gr.Progress()) -> Iterator[Outputs]:
         """The edited transcript aligned to the same audio again: new word times, the same speakers' turns, and the
@@ -379,6 +437,26 @@ class SpaceUI:
         return render_karaoke(transcript, file_url(media_path), title=title, status=status)
 
 
+def render_several(rows: tuple[FileProgress, ...], downloads: dict[int, list[str]], notes: list[str]) -> str:
+    """The table of several files: each one's name, status, language and the start of its text (or why it failed),
+    and its downloads; then what was skipped. All of it is escaped: names come from uploads and zips."""
+    lines = []
+    for index, row in enumerate(rows):
+        transcript = row.transcript
+        if transcript is not None:
+            result = f"{language_line(transcript.language, False)} · {clock(transcript.duration)} · {transcript.text}"
+        else:
+            result = row.error or ""
+        links = " ".join(f'<a href="{escape(file_url(path), quote=True)}" download>{escape(Path(path).suffix[1:])}</a>'
+                         for path in downloads.get(index, []))
+        lines.append(f'<tr class="qs-{row.status}"><td>{escape(row.file.name)}</td>'
+                     f"<td>{escape(STATUS_LABELS.get(row.status, 'Waiting'))}</td>"
+                     f'<td class="qs-result">{escape(result[:300])}</td><td>{links}</td></tr>')
+    skipped = "".join(f"<li>{escape(note)}</li>" for note in notes)
+    return ('<table class="qs-table"><thead><tr><th>File</th><th>Status</th><th>Result</th><th>Downloads</th></tr>'
+            f'</thead><tbody>{"".join(lines)}</tbody></table>' + (f'<ul class="qs-notes">{skipped}</ul>' if skipped else ""))
+
+
 def language_line(language: str | None, forced: bool) -> str:
     """Whose language the result is in: the one the user chose, or the one the model heard."""
     return f"{'Forced' if forced else 'Detected'}: {language}" if language else ""
@@ -455,8 +533,10 @@ def mode_layout(mode: str, language: str) -> tuple:
 
 
 def _source_layout(kind: str) -> tuple:
-    """Show the chosen input; the live microphone runs by itself, with no Transcribe button."""
-    return (*(gr.update(visible=kind == shown) for _, shown in SOURCE_CHOICES), gr.update(visible=kind != LIVE_SOURCE))
+    """Show the chosen input; the live microphone runs by itself, and several files have their own button, so the
+    Transcribe button hides for them; their table shows above the single result."""
+    return (*(gr.update(visible=kind == shown) for _, shown in SOURCE_CHOICES),
+            gr.update(visible=kind not in OWN_BUTTON_SOURCES), gr.update(visible=kind == SEVERAL_SOURCE))
 
 
 def render_ui(manager: ModelManager) -> SpaceUI:
@@ -485,6 +565,10 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                                    css_template=LIVE_CSS)
                 live_session = gr.State(None, time_to_live=IDLE_SECONDS, delete_callback=ui.live_sessions.release)
                 gr.Markdown(LIVE_NOTE)
+            with gr.Column(visible=False, elem_id="qasr-several") as several_box:
+                several_in = gr.File(label="Audio or video files, or a zip of them", file_count="multiple",
+                                     file_types=SEVERAL_TYPES, type="filepath", elem_id="qasr-several-in", height=130)
+                several_button = gr.Button("Transcribe all", variant="primary", elem_id="qasr-several-run")
             with gr.Row():
                 language = gr.Dropdown([AUTO, *LANGUAGES], value=AUTO, label="Language", elem_id="qasr-language",
                                        info=LANGUAGE_INFO, scale=2)
@@ -507,6 +591,9 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                                       placeholder="Paste what is said in the audio; each word gets its start and end.")
             examples_slot = gr.Column()
         with gr.Column(scale=3, min_width=320, elem_id="qasr-result"):
+            with gr.Column(visible=False) as several_results:
+                several_out = gr.HTML("", elem_id="qasr-several-table", css_template=SEVERAL_CSS)
+                several_zip = gr.File(label="Everything in one zip", interactive=False, elem_id="qasr-several-zip")
             karaoke = gr.HTML(render_notice(PLACEHOLDER), html_template="${value}", css_template=KARAOKE_CSS,
                               js_on_load=KARAOKE_JS, elem_id="qasr-karaoke", label="Transcript")
             with gr.Column(visible=False) as extras:
@@ -530,14 +617,19 @@ def render_ui(manager: ModelManager) -> SpaceUI:
     wanted_timestamps = gr.State(True)
     outputs = [language_out, text_out, karaoke, files_out, speaker_names, shown, extras]
 
-    source.change(_source_layout, source, [file_box, record_box, url_box, live_box, run_button], queue=False,
-                  api_visibility="private")
+    source.change(_source_layout, source,
+                  [file_box, record_box, url_box, live_box, several_box, run_button, several_results],
+                  queue=False, api_visibility="private")
+    several_button.click(ui.run_several, [several_in, model, language, context, timestamps, speakers],
+                         [several_out, several_zip], concurrency_id="several", concurrency_limit=1,
+                         api_visibility="private")
     timestamps.input(lambda value: value, timestamps, wanted_timestamps, queue=False, api_visibility="private")
     language.change(timestamps_option, [language, wanted_timestamps], timestamps, queue=False,
                     api_visibility="private")
     mode.change(mode_layout, [mode, language], [align_in, model, context, timestamps, speakers, language, run_button],
                 queue=False, api_visibility="private")
-    run_button.click(None, js=SHOW_RESULT_JS, queue=False, api_visibility="private")
+    for button in (run_button, several_button):
+        button.click(None, js=SHOW_RESULT_JS, queue=False, api_visibility="private")
     run_button.click(ui.run, [source, file_in, recording_in, url_in, mode, align_in, model, language, context,
                               timestamps, speakers],
                      outputs, show_progress_on=[karaoke], api_visibility="private")

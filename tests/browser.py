@@ -110,6 +110,25 @@ def wait_for_result(page) -> None:
                            "document.querySelectorAll('#qasr-files a').length >= 4", timeout=RESULT_TIMEOUT_MS)
 
 
+@contextlib.contextmanager
+def module_server(model_dir: str, tmp_path_factory, name: str) -> Iterator[str]:
+    """One app server for a test module, with Gradio's files in a folder of its own and its log in artifacts/."""
+    env = {"GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp(f"gradio-{name}"))}
+    with app_server(model_dir, env=env, log_path=ARTIFACTS / f"app-server-{name}.log") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """Headless Chromium for a test module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
 def open_section(page, elem_id: str) -> None:
     """Open a folded section of the page (an accordion, whose contents exist only while it is open)."""
     header = page.locator(f"#{elem_id} > button.label-wrap")

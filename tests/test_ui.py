@@ -15,7 +15,9 @@ import pickle
 import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
+from urllib.parse import unquote
 
 import gradio as gr
 import numpy as np
@@ -507,3 +509,37 @@ def test_an_edited_transcript_is_re_timed_and_every_download_follows(ui, clip):
     assert "trial run" in srt and "00:00:0" in srt
     assert "there is no result to re-time" in refusal(list(ui.retime(None, "words", progress=no_progress))).lower()
     assert "text to align is empty" in refusal(list(ui.retime(shown, "  ", progress=no_progress)))
+
+
+def test_several_files_and_a_zip_get_a_row_each_and_one_zip_of_everything(ui, clip, tmp_path):
+    second = write_media(tmp_path / "second <i>take.wav", tone(3.0), 16000, "wav")
+    silent = write_media(tmp_path / "quiet.wav", np.zeros(32000, np.float32), 16000, "wav")
+    archive = tmp_path / "talks.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        packed.write(clip, "day 1/intro.wav")
+        packed.writestr("notes.pdf", b"%PDF")
+    updates = list(ui.run_several([clip, str(second), str(silent), str(archive)], "0.6B", AUTO, None, True,
+                                  progress=no_progress))
+    table, bundled = updates[-1]
+    assert all(zip_path is None for _, zip_path in updates[:-1]) and len(updates) >= 1 + 2 * 4
+    rows = re.findall(r'<tr class="qs-(\w+)"><td>(.*?)</td><td>(.*?)</td><td class="qs-result">(.*?)</td>', table)
+    assert [(status, html.unescape(name)) for status, name, _, _ in rows] == [
+        ("done", "talk.wav"), ("done", "second <i>take.wav"), ("failed", "quiet.wav"),
+        ("done", "talks.zip/day 1/intro.wav")]
+    assert "<i>take" not in table and SCRIPTED_SENTENCE in html.unescape(rows[0][3])
+    assert "No speech found" in html.unescape(rows[2][3])
+    assert "notes.pdf in talks.zip is not audio or video" in html.unescape(table)
+    links = re.findall(r'href="gradio_api/file=([^"]+)"', table)
+    assert len(links) == 3 * len(EXPORT_SUFFIXES) and all(os.path.isfile(unquote(link)) for link in links)
+    with zipfile.ZipFile(bundled) as packed:
+        names = packed.namelist()
+        assert "failed.txt" in names and "quiet.wav: " in packed.read("failed.txt").decode()
+        assert len([n for n in names if n.endswith(".srt")]) == 3
+
+
+def test_several_files_refuse_bad_requests_before_any_model_work(ui, tmp_path):
+    assert "context is 4,001 characters" in html.unescape(
+        list(ui.run_several([], "0.6B", AUTO, "x" * 4001, True, progress=no_progress))[-1][0])
+    refused = list(ui.run_several(["/etc/passwd"], "0.6B", AUTO, None, True, progress=no_progress))
+    assert refused[-1][1] is None and UPLOAD_REFUSAL in html.unescape(refused[-1][0])
+    assert 'role="alert"' in list(ui.run_several(None, "0.6B", AUTO, None, True, progress=no_progress))[-1][0]

@@ -1,0 +1,160 @@
+"""The page as a new user meets it, in a real browser: the first view, a phone, errors that stay, fixing and
+re-timing a transcript, several files at once, and options that stay as the user left them.
+
+One server and one browser serve the module. Screenshots go to `artifacts/`: first view, phone, dark, edit and
+re-time, several files.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.browser import (ARTIFACTS, RESULT_TIMEOUT_MS, choose_source, chromium, module_server, open_section,
+                           transcript_text, upload, wait_for_result)
+from tests.media import tone, write_media
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("page-media")
+    broken = root / "broken.mp3"
+    broken.write_bytes(b"\x00not audio at all" * 200)
+    return {"clip": write_media(root / "talk.wav", tone(4.0), 16000, "wav"),
+            "second": write_media(root / "second.wav", tone(3.0), 16000, "wav"), "broken": broken}
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    with module_server(model_dir, tmp_path_factory, "page") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as browser:
+        yield browser
+
+
+def open_page(browser, server, viewport=DESKTOP, theme=""):
+    page = browser.new_page(viewport=viewport, accept_downloads=True)
+    page.goto(server + (f"?__theme={theme}" if theme else ""))
+    page.wait_for_selector("#qasr-run")
+    return page
+
+
+def no_sideways_scroll(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_the_first_view_is_the_inputs_a_placeholder_and_the_button_above_the_fold(browser, server):
+    page = open_page(browser, server)
+    button = page.locator("#qasr-run").bounding_box()
+    assert button["y"] + button["height"] <= DESKTOP["height"]
+    assert page.locator("#qasr-karaoke .qk-placeholder").is_visible()
+    assert not page.locator("#qasr-files").is_visible() and not page.locator("#qasr-language-out").is_visible()
+    assert page.locator("#qasr-api-note").get_by_text("/v1/audio/transcriptions").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "first-view.png"))
+    page.close()
+
+
+def test_on_a_phone_every_input_is_one_tap_and_the_result_comes_into_view(browser, server, media):
+    page = open_page(browser, server, PHONE)
+    for name in ("Upload", "Record", "URL", "Live", "Several files"):
+        assert page.locator("#qasr-source").get_by_text(name, exact=True).is_visible()
+    assert no_sideways_scroll(page)
+    page.screenshot(path=str(ARTIFACTS / "phone.png"))
+    upload(page, media["clip"])
+    page.click("#qasr-run")
+    wait_for_result(page)
+    page.wait_for_function("(() => { const r = document.getElementById('qasr-result').getBoundingClientRect();"
+                           " return r.top < window.innerHeight && r.bottom > 0; })()", timeout=10_000)
+    assert no_sideways_scroll(page)
+    page.close()
+
+
+def test_an_error_stays_in_the_result_area_until_the_next_run(browser, server, media):
+    page = open_page(browser, server, theme="dark")
+    upload(page, media["broken"])
+    page.click("#qasr-run")
+    error = page.locator("#qasr-karaoke .qk-error[role=alert]")
+    error.wait_for(timeout=30_000)
+    page.wait_for_timeout(6_000)  # longer than a toast stays
+    assert error.is_visible() and "could not be decoded" in error.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "dark.png"))
+    page.close()
+
+
+def test_fix_a_word_then_re_time_and_the_subtitles_carry_it(browser, server, media, tmp_path):
+    page = open_page(browser, server)
+    upload(page, media["clip"])
+    page.click("#qasr-run")
+    wait_for_result(page)
+    edited = transcript_text(page).replace("test", "trial")
+    page.fill("#qasr-text textarea", edited)
+    page.click("#qasr-retime")
+    page.wait_for_function("Array.from(document.querySelectorAll('#qasr-karaoke .qk-word'))"
+                           ".some(w => w.textContent === 'trial')", timeout=RESULT_TIMEOUT_MS)
+    wait_for_result(page)
+    page.screenshot(path=str(ARTIFACTS / "edit-retime.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("#qasr-files a[download='talk.srt']")
+    srt = Path(download.value.path()).read_text()
+    assert "trial" in srt and "test" not in srt
+    times = [(int(m), float(s.replace(",", "."))) for m, s in re.findall(r"00:(\d\d):(\d\d,\d\d\d)", srt)]
+    seconds = [60 * m + s for m, s in times]
+    assert seconds == sorted(seconds) and 0 <= seconds[0] and seconds[-1] <= 4.0
+    page.close()
+
+
+def test_several_files_run_together_with_a_row_each_and_one_zip(browser, server, media):
+    page = open_page(browser, server)
+    choose_source(page, "Several files")
+    page.locator("#qasr-run").wait_for(state="hidden")
+    page.set_input_files("#qasr-several-in input[type=file]", [str(media["clip"]), str(media["second"])])
+    page.wait_for_selector("#qasr-several-in td.filename[aria-label='second.wav']")
+    page.click("#qasr-several-run")
+    page.wait_for_function("document.querySelectorAll('#qasr-several-table tr.qs-done').length === 2 && "
+                           "document.querySelector('#qasr-several-zip a') !== null", timeout=RESULT_TIMEOUT_MS)
+    rows = page.eval_on_selector_all("#qasr-several-table tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
+    assert rows == ["talk.wav", "second.wav"]
+    assert page.locator("#qasr-several-table tr.qs-done a", has_text="srt").count() == 2
+    page.screenshot(path=str(ARTIFACTS / "several.png"), full_page=True)
+    with page.expect_download() as download:
+        page.locator("#qasr-several-zip a").first.click()
+    with zipfile.ZipFile(download.value.path()) as bundled:
+        assert sorted(n for n in bundled.namelist() if n.endswith(".srt")) == ["second/second.srt", "talk/talk.srt"]
+    page.close()
+
+
+def test_examples_and_language_changes_leave_the_users_options_alone(browser, server):
+    page = open_page(browser, server)
+    open_section(page, "qasr-options")
+    stamps = page.locator("#qasr-timestamps input[type=checkbox]")
+    assert stamps.is_checked()
+    page.get_by_text("Mandarin Chinese, language detected").click()  # an example run without timestamps
+    wait_for_result(page)
+    assert stamps.is_checked() and page.input_value("#qasr-language input") == "Auto"
+    stamps.uncheck()
+    for language in ("Arabic", "Auto"):
+        page.click("#qasr-language input")
+        page.click(f"ul[role=listbox] li:has-text('{language}')")
+        page.wait_for_function(f"document.querySelector('#qasr-language input').value === '{language}'")
+    page.wait_for_timeout(500)
+    assert not stamps.is_checked()  # as the user left it, not as Arabic forced it
+    stamps.check()
+    for language in ("Arabic", "German"):
+        page.click("#qasr-language input")
+        page.click(f"ul[role=listbox] li:has-text('{language}')")
+        page.wait_for_function(f"document.querySelector('#qasr-language input').value === '{language}'")
+    page.wait_for_timeout(500)
+    assert stamps.is_checked()
+    page.close()
