@@ -89,5 +89,11 @@ class ModelUnavailableError(QasrError):
     status_code = 503
 
 
+class Cancelled(QasrError):
+    """The request was cancelled by whoever made it (`progress.TranscriptionWatch.cancel`)."""
+
+    status_code = 499  # "client closed request": nobody is waiting for an answer
+
+
 class FetchError(QasrError):
     """A URL could not be fetched, or must not be."""

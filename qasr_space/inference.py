@@ -2,7 +2,8 @@
 
 These are the only functions that touch the models. They take lists, one item per clip, so the same call serves
 the chunks of one long file and the requests of several users (each item keeps its own language and context):
-concurrent calls on one model are merged into one forward pass by the model's `MicroBatcher`.
+concurrent calls on one model are merged into one forward pass by the model's `MicroBatcher`. A call may carry a
+`TranscriptionWatch`: it hears every decoding step, and cancelling it takes the call's rows out of the batch's work.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import ProcessorMixin
+from transformers import ProcessorMixin, StoppingCriteria, StoppingCriteriaList
 from transformers.utils.import_utils import is_nagisa_available, is_soynlp_available
 
 from .audio import SAMPLE_RATE
 from .models import LoadedModel
+from .progress import TranscriptionWatch
 
 #: Generous upper bound on tokens per second of speech (fast Chinese or rap runs near 8); sizes max_new_tokens.
 TOKENS_PER_SECOND = 12.0
@@ -92,16 +94,24 @@ def run_asr(
     languages: list[str | None],
     contexts: list[str | None],
     max_new_tokens: int | None = None,
+    *,
+    watch: TranscriptionWatch | None = None,
     **generate_kwargs,
 ) -> list[AsrOutput]:
     """Transcribe clips (each within the model's limit) in one `generate` call.
 
     Concurrent calls on the same model with the same generate options share that call (the model's batcher merges
-    them); each still gets exactly what it would get alone, its own token budget included.
+    them); each still gets exactly what it would get alone, its own token budget included. `watch` hears each
+    decoding step; once it is cancelled, the call does not start, or stops at the next step, and raises `Cancelled`.
     """
+    if watch is not None:
+        watch.raise_if_cancelled()
     budget = max_new_tokens or new_tokens_for(max(len(c) for c in clips) / SAMPLE_RATE)
-    job = _AsrJob(loaded, list(clips), list(languages), list(contexts), budget, generate_kwargs)
-    return loaded.batcher.submit(_generate, job, key=_options_key(generate_kwargs), size=len(job.clips))
+    job = _AsrJob(loaded, list(clips), list(languages), list(contexts), budget, generate_kwargs, watch)
+    outputs = loaded.batcher.submit(_generate, job, key=_options_key(generate_kwargs), size=len(job.clips))
+    if watch is not None:
+        watch.raise_if_cancelled()
+    return outputs
 
 
 @dataclass
@@ -114,6 +124,7 @@ class _AsrJob:
     contexts: list[str | None]
     budget: int
     generate_kwargs: dict[str, Any]
+    watch: TranscriptionWatch | None = None
 
 
 def _options_key(options: dict[str, Any]) -> tuple:
@@ -130,18 +141,35 @@ def _options_key(options: dict[str, Any]) -> tuple:
 
 
 def _generate(jobs: list[_AsrJob]) -> list[list[AsrOutput]]:
+    """`_decode` of the jobs not cancelled while they waited in the queue; a cancelled one gets no outputs (and its
+    caller `Cancelled`)."""
+    cancelled = [job.watch is not None and job.watch.cancelled for job in jobs]
+    live = [job for job, gone in zip(jobs, cancelled) if not gone]
+    decoded = iter(_decode(live) if live else [])
+    return [[] if gone else next(decoded) for gone in cancelled]
+
+
+def _decode(jobs: list[_AsrJob]) -> list[list[AsrOutput]]:
     """One `generate` over every job's clips (same model and options), run to the largest budget; each job's rows are
-    cut back to its own budget, so (decoding being per row) it gets the tokens it would have got alone."""
+    cut back to its own budget, so (decoding being per row) it gets the tokens it would have got alone. With any
+    watch among the jobs, `_WatchedRows` reports each step and stops the rows of cancelled jobs."""
     loaded = jobs[0].loaded
     processor = loaded.processor
+    watched = [job for job in jobs if job.watch is not None]
+    for job in watched:
+        job.watch.decoding_started([len(clip) / SAMPLE_RATE for clip in job.clips], job.budget)
     clips = [clip for job in jobs for clip in job.clips]
     languages = [language for job in jobs for language in job.languages]
     contexts = [context for job in jobs for context in job.contexts]
     inputs = _to_model(asr_inputs(processor, clips, languages, contexts), loaded)
     budget = max(j.budget for j in jobs)
     options = {**_cache_options(loaded, *inputs["input_ids"].shape, budget), **jobs[0].generate_kwargs}
+    if watched:
+        options["stopping_criteria"] = StoppingCriteriaList([_WatchedRows(jobs, inputs["input_ids"].shape[1])])
     with loaded.lock, torch.inference_mode():
         out = loaded.model.generate(**inputs, max_new_tokens=budget, **options)
+    for job in watched:
+        job.watch.decoding_finished()
     generated = out[:, inputs["input_ids"].shape[1]:]
     eos = set(loaded.model.generation_config.eos_token_id or [])
     results, first = [], 0
@@ -156,6 +184,41 @@ def _generate(jobs: list[_AsrJob]) -> list[list[AsrOutput]]:
                                      truncated=not finished and len(row) >= job.budget))
         results.append(outputs)
     return results
+
+
+class _WatchedRows(StoppingCriteria):
+    """At every step of a `generate` over these jobs' rows (in order): tell each job's watch the step, or, once it is
+    cancelled, mark the job's rows finished. Rows are finished one by one, so the other jobs' rows decode on exactly as
+    before, and `generate` returns once every row is finished; a cancelled job's rows still ride along in the
+    batch's forward passes until then (a batch does not shrink), but no longer keep it going."""
+
+    def __init__(self, jobs: list[_AsrJob], prompt_length: int):
+        self.prompt_length = prompt_length
+        self.spans: list[tuple[int, int, TranscriptionWatch]] = []
+        first = 0
+        for job in jobs:
+            if job.watch is not None:
+                self.spans.append((first, first + len(job.clips), job.watch))
+            first += len(job.clips)
+        self.rows = first
+        self.none_finished: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        step = input_ids.shape[1] - self.prompt_length
+        per_row = input_ids.shape[0] // self.rows  # sequences per clip (beams, return sequences)
+        finished = None
+        for first, end, watch in self.spans:
+            if not watch.cancelled:
+                watch.decoding_step(step)
+                continue
+            if finished is None:
+                finished = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+            finished[first * per_row:end * per_row] = True
+        if finished is not None:
+            return finished.to(input_ids.device)
+        if self.none_finished is None:
+            self.none_finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return self.none_finished
 
 
 def _cache_options(loaded: LoadedModel, rows: int, prompt_tokens: int, budget: int) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 `iter_transcribe` is a generator that yields each chunk's result as soon as its batch finishes (the faster-whisper
 way), so a UI can show partial text; `transcribe` drains it into a `Transcript`. Long audio is cut at quiet points,
-features are computed one batch of chunks at a time, so an hour of audio runs in bounded memory.
+features are computed one batch of chunks at a time, so an hour of audio runs in bounded memory. A
+`TranscriptionWatch` passed as `watch` shows progress within a batch and can cancel the rest (`progress`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .errors import AudioTooLongError, InputTooLongError, LanguageError, NoSpeec
 from .inference import run_aligner, run_asr
 from .languages import ALIGNER_LANGUAGES, aligner_supports, detected_language, normalize_language
 from .models import ASR_MODELS, LoadedModel, ModelManager, asr_model_name
+from .progress import TranscriptionWatch
 from .results import Chunk, Transcript, Word
 from .settings import Settings
 from .timing import build_segments, segments_from_chunks, words_from_alignment
@@ -110,9 +112,11 @@ def iter_transcribe(
     timestamps: bool = False,
     progress: ProgressCallback | None = None,
     max_new_tokens: int | None = None,
+    watch: TranscriptionWatch | None = None,
     **generate_kwargs,
 ) -> Iterator[ChunkResult]:
-    """Yield each chunk's result in order as its batch finishes. `audio` is float32 mono 16 kHz."""
+    """Yield each chunk's result in order as its batch finishes. `audio` is float32 mono 16 kHz. Once `watch` is
+    cancelled, no further model call starts (the aligner's included), and `Cancelled` is raised."""
     settings = manager.settings
     forced = normalize_language(language)
     check_context(context, settings)
@@ -122,13 +126,15 @@ def iter_transcribe(
     limit = min(settings.chunk_seconds, ALIGNER_MAX_SECONDS if timestamps else ASR_MAX_SECONDS)
     pieces = split_at_quiet_points(audio, limit)
     total = len(audio) / SAMPLE_RATE
+    if watch is not None:
+        watch.expect(total, len(pieces))
     report = progress or (lambda fraction, message: None)
     report(0.0, f"Transcribing {len(pieces)} chunk{'s' * (len(pieces) != 1)}")
     batch_size = max(1, settings.batch_size)
     for first in range(0, len(pieces), batch_size):
         spans = pieces[first:first + batch_size]
         clips = [audio[start:end] for start, end in spans]
-        outputs = run_asr(asr, clips, [forced] * len(clips), [context] * len(clips), max_new_tokens,
+        outputs = run_asr(asr, clips, [forced] * len(clips), [context] * len(clips), max_new_tokens, watch=watch,
                           **generate_kwargs)
         results = [
             ChunkResult(Chunk(start=start / SAMPLE_RATE, end=end / SAMPLE_RATE, text=out.text.strip(),
@@ -136,7 +142,11 @@ def iter_transcribe(
             for (start, end), out in zip(spans, outputs)
         ]
         if timestamps:
+            if watch is not None:
+                watch.raise_if_cancelled()
             _align_batch(results, clips, manager.aligner)
+        if watch is not None:
+            watch.chunks_finished(len(spans))
         done = first + len(spans)
         report(done / len(pieces), f"Chunk {done}/{len(pieces)} done ({min(spans[-1][1] / SAMPLE_RATE, total):.0f}"
                                    f" of {total:.0f} s)")
@@ -199,20 +209,25 @@ def transcribe(
     progress: ProgressCallback | None = None,
     max_new_tokens: int | None = None,
     speakers: SpeakerCount | None = None,
+    watch: TranscriptionWatch | None = None,
     **generate_kwargs,
 ) -> Transcript:
     """Transcribe a path, bytes, a Gradio `(rate, samples)` pair or float32 16 kHz samples; with `speakers`, say who
-    spoke each word (`with_speakers`)."""
+    spoke each word (`with_speakers`). `watch`: progress and Cancel, as for `iter_transcribe`."""
     forced = normalize_language(language)
     name = asr_model_name(model)
     check_context(context, manager.settings)
     audio = prepare_audio(source, manager.settings)
     results = iter_transcribe(audio, manager=manager, model=name, language=forced, context=context,
                               timestamps=timestamps, progress=progress, max_new_tokens=max_new_tokens,
-                              **generate_kwargs)
+                              watch=watch, **generate_kwargs)
     transcript = require_speech(collect(results, duration=len(audio) / SAMPLE_RATE, model_name=ASR_MODELS[name],
                                         forced=forced))
-    return with_speakers(transcript, audio, speakers, progress) if speakers is not None else transcript
+    if speakers is None:
+        return transcript
+    if watch is not None:
+        watch.raise_if_cancelled()  # diarization is seconds of CPU per minute of audio
+    return with_speakers(transcript, audio, speakers, progress)
 
 
 def with_speakers(transcript: Transcript, audio: np.ndarray, speakers: SpeakerCount,
