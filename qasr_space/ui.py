@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
+import threading
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,12 +29,13 @@ from .access import uploaded_file
 from .audio import SAMPLE_RATE
 from .errors import AudioError, QasrError
 from .fetch import fetch_audio
-from .gpu import on_gpu, user_error
+from .gpu import ON_ZERO_GPU, on_gpu, user_error
 from .inference import AsrOutput
 from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke, render_notice
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
 from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, ModelStatus, asr_model_name
 from .diarize import MAX_SPEAKERS, Diarization, SpeakerCount, assign_speakers, parse_speakers, rename_speakers
+from .progress import ProgressSnapshot, TranscriptionWatch
 from .results import Transcript
 from .several import DONE, FAILED, MEDIA_SUFFIXES, WORKING, FileProgress, SourceFile, bundle, expand_uploads, \
     transcribe_several
@@ -85,6 +88,9 @@ API_NOTE = ("**Use it from code.** Every run is also an API: *Use via API* at th
             "endpoints for `gradio_client` ([API page](?view=api)). This server also speaks OpenAI's speech-to-text API at "
             "`/v1/audio/transcriptions`: point an OpenAI client's `base_url` at this page's address plus `/v1`; "
             "`model=\"whisper-1\"` (many clients' default) gets the 0.6B model.")
+#: How often a running transcription reports how far it has got.
+PROGRESS_SECONDS = 1.0
+CANCELLED = "Cancelled: nothing more is decoded for this run. Press Transcribe to start again."
 #: How often the browser sends new microphone audio, and the longest live session.
 LIVE_STREAM_EVERY_SECONDS = 0.5
 
@@ -376,15 +382,61 @@ class SpaceUI:
         self._load_models(ASR_MODELS[name], *([ALIGNER_MODEL] if timestamps else []), progress=progress)
         progress(0.0, desc=f"Transcribing {clock(duration)} of audio")
         done: list[ChunkResult] = []
-        transcript = None
-        for result in self._transcribe_chunks(item.audio, name, forced, (context or "").strip() or None,
-                                              bool(timestamps)):
-            done.append(result)
+        transcript = Transcript(language=None, text="", duration=duration)
+        shown_status = "Transcribing…"
+        for update in self._watched_chunks(item.audio, name, forced, (context or "").strip() or None,
+                                           bool(timestamps)):
+            if isinstance(update, ProgressSnapshot):
+                status = progress_status(update)
+                progress(update.fraction, desc=status)
+                if status != shown_status:  # the result area says it too, and a yield lets Cancel stop the run
+                    shown_status = status
+                    yield self._outputs(transcript, item, status=status)
+                continue
+            done.append(update)
             transcript = collect(iter(done), duration=duration, model_name=ASR_MODELS[name], forced=forced)
-            progress(min(1.0, result.chunk.end / duration),
-                     desc=f"Transcribed {clock(result.chunk.end)} of {clock(duration)}")
-            yield self._outputs(transcript, item, status="Transcribing…")
-        return require_speech(transcript)
+            progress(min(1.0, update.chunk.end / duration),
+                     desc=f"Transcribed {clock(update.chunk.end)} of {clock(duration)}")
+            yield self._outputs(transcript, item, status=shown_status)
+        return require_speech(transcript if done else None)
+
+    def _watched_chunks(self, audio: np.ndarray, model: str, forced: str | None, context: str | None,
+                        timestamps: bool) -> Iterator[ChunkResult | ProgressSnapshot]:
+        """The chunks as they finish, and between them, every `PROGRESS_SECONDS`, how far the decoding has got:
+        the chunks decode in a worker thread, watched, so a batch of several chunks shows progress while it runs.
+        Closing this generator (Cancel, or the tab gone) cancels the decoding at its next step. On ZeroGPU, whose
+        GPU calls run in another process that cannot share the watch, the chunks come as they finish; elsewhere
+        `on_gpu` does nothing, so the core is called directly."""
+        if ON_ZERO_GPU:
+            yield from self._transcribe_chunks(audio, model, forced, context, timestamps)
+            return
+        watch = TranscriptionWatch()
+        found: queue.Queue = queue.Queue()
+
+        def decode() -> None:
+            try:
+                for result in iter_transcribe(audio, manager=self.manager, model=model, language=forced,
+                                              context=context, timestamps=timestamps, watch=watch):
+                    found.put(result)
+                found.put(None)
+            except BaseException as exc:  # handed to the request's thread, which raises it
+                found.put(exc)
+
+        threading.Thread(target=decode, name="qasr-decode", daemon=True).start()
+        try:
+            while True:
+                try:
+                    result = found.get(timeout=PROGRESS_SECONDS)
+                except queue.Empty:
+                    yield watch.snapshot()
+                    continue
+                if result is None:
+                    return
+                if isinstance(result, BaseException):
+                    raise result
+                yield result
+        finally:
+            watch.cancel()
 
     def _load_models(self, *hub_ids: str, progress: Callable) -> None:
         """Load what is not loaded yet, with a "Loading" stage on the progress bar: a first load takes a while."""
@@ -455,6 +507,13 @@ def render_several(rows: tuple[FileProgress, ...], downloads: dict[int, list[str
     skipped = "".join(f"<li>{escape(note)}</li>" for note in notes)
     return ('<table class="qs-table"><thead><tr><th>File</th><th>Status</th><th>Result</th><th>Downloads</th></tr>'
             f'</thead><tbody>{"".join(lines)}</tbody></table>' + (f'<ul class="qs-notes">{skipped}</ul>' if skipped else ""))
+
+
+def progress_status(snapshot: ProgressSnapshot) -> str:
+    """How far a transcription has got, as the result area and the progress bar say it."""
+    if snapshot.seconds_left is None:
+        return "Transcribing…"
+    return f"Transcribing… {snapshot.fraction:.0%}, about {clock(snapshot.seconds_left)} left"
 
 
 def language_line(language: str | None, forced: bool) -> str:
@@ -574,7 +633,9 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                                        info=LANGUAGE_INFO, scale=2)
                 model = gr.Radio(list(ASR_MODELS), value=DEFAULT_MODEL, label="Model", elem_id="qasr-model",
                                  info="1.7B is more accurate, 0.6B faster.", scale=2)
-            run_button = gr.Button("Transcribe", variant="primary", elem_id="qasr-run")
+            with gr.Row():
+                run_button = gr.Button("Transcribe", variant="primary", elem_id="qasr-run", scale=3)
+                cancel_button = gr.Button("Cancel", variant="stop", visible=False, elem_id="qasr-cancel", scale=1)
             with gr.Accordion("Options: word timestamps, speakers, context, align my own text", open=False,
                               elem_id="qasr-options"):
                 with gr.Row():
@@ -630,15 +691,23 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                 queue=False, api_visibility="private")
     for button in (run_button, several_button):
         button.click(None, js=SHOW_RESULT_JS, queue=False, api_visibility="private")
-    run_button.click(ui.run, [source, file_in, recording_in, url_in, mode, align_in, model, language, context,
-                              timestamps, speakers],
-                     outputs, show_progress_on=[karaoke], api_visibility="private")
+    running = run_button.click(lambda: gr.update(visible=True), None, cancel_button, queue=False,
+                               api_visibility="private")
+    transcribing = running.then(ui.run, [source, file_in, recording_in, url_in, mode, align_in, model, language,
+                                         context, timestamps, speakers],
+                                outputs, show_progress_on=[karaoke], api_visibility="private")
+    transcribing.then(lambda: gr.update(visible=False), None, cancel_button, queue=False, api_visibility="private")
+    # Gradio stops the run and frees its queue slot; closing the handler's generator stops the decoding itself.
+    cancel_button.click(lambda: (render_notice(CANCELLED), gr.update(visible=False)), None, [karaoke, cancel_button],
+                        cancels=[transcribing], queue=False, api_visibility="private")
     retime_button.click(ui.retime, [shown, text_out], outputs, show_progress_on=[karaoke], api_visibility="private")
     speaker_names.change(lambda table: gr.update(visible=bool(table)), speaker_names, rename_button, queue=False,
                          api_visibility="private")
     rename_button.click(ui.rename, [shown, speaker_names], [text_out, karaoke, files_out], api_visibility="private")
+    # Each streamed update is short: a progress timer on the text would only flicker "0.0s" twice a second.
     live_in.stream(ui.live_update, [live_in, live_session, model, language, context], [live_out, live_session],
-                   stream_every=LIVE_STREAM_EVERY_SECONDS, concurrency_limit=None, api_visibility="private")
+                   stream_every=LIVE_STREAM_EVERY_SECONDS, concurrency_limit=None, show_progress="hidden",
+                   api_visibility="private")
     live_in.start_recording(ui.live_start, live_session, live_session, queue=False, api_visibility="private")
     live_in.stop_recording(ui.live_finish, [live_session, model, language, context, timestamps, speakers],
                            [*outputs, live_out, live_session], api_visibility="private")

@@ -137,8 +137,10 @@ def open_section(page, elem_id: str) -> None:
 
 
 def transcript_text(page) -> str:
-    """The editable plain transcript, in the folded "Fix the transcript" section."""
+    """The editable plain transcript, in the folded "Fix the transcript" section (once it has its text: the box is
+    drawn when the section opens, and filled a moment later)."""
     open_section(page, "qasr-edit")
+    page.wait_for_function("(document.querySelector('#qasr-text textarea') || {}).value", timeout=10_000)
     return page.input_value("#qasr-text textarea")
 
 

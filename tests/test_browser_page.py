@@ -99,11 +99,13 @@ def test_fix_a_word_then_re_time_and_the_subtitles_carry_it(browser, server, med
     page.click("#qasr-run")
     wait_for_result(page)
     edited = transcript_text(page).replace("test", "trial")
+    before = page.get_attribute("#qasr-files a[download='talk.srt']", "href")
     page.fill("#qasr-text textarea", edited)
     page.click("#qasr-retime")
     page.wait_for_function("Array.from(document.querySelectorAll('#qasr-karaoke .qk-word'))"
                            ".some(w => w.textContent === 'trial')", timeout=RESULT_TIMEOUT_MS)
-    wait_for_result(page)
+    page.wait_for_function("(before) => { const a = document.querySelector(\"#qasr-files a[download='talk.srt']\");"
+                           " return a && a.getAttribute('href') !== before; }", arg=before, timeout=RESULT_TIMEOUT_MS)
     page.screenshot(path=str(ARTIFACTS / "edit-retime.png"), full_page=True)
     with page.expect_download() as download:
         page.click("#qasr-files a[download='talk.srt']")

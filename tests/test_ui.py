@@ -15,6 +15,7 @@ import pickle
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from urllib.parse import unquote
@@ -346,6 +347,7 @@ def test_every_model_call_of_the_page_crosses_a_zero_gpu_boundary(manager, tmp_p
     arguments and results that pickle; nothing GPU-bound runs outside it (the worker is where the GPU is)."""
     fake = FakeZeroGPU()
     monkeypatch.setattr(gpu, "spaces", fake)
+    monkeypatch.setattr("qasr_space.ui.ON_ZERO_GPU", True)
     zero_ui = SpaceUI(manager, ServedFiles(str(tmp_path)), uploads)
     assert run(zero_ui, clip)[-1][1] == SCRIPTED_SENTENCE
     assert run(zero_ui, clip, mode=ALIGN, text="Hello there", language="English")[-1][1] == "Hello there"
@@ -543,3 +545,38 @@ def test_several_files_refuse_bad_requests_before_any_model_work(ui, tmp_path):
     refused = list(ui.run_several(["/etc/passwd"], "0.6B", AUTO, None, True, progress=no_progress))
     assert refused[-1][1] is None and UPLOAD_REFUSAL in html.unescape(refused[-1][0])
     assert 'role="alert"' in list(ui.run_several(None, "0.6B", AUTO, None, True, progress=no_progress))[-1][0]
+
+
+def test_a_batch_that_decodes_for_a_while_shows_progress_and_closing_the_run_cancels_it(model_dir, tmp_path, uploads,
+                                                                                      clip, monkeypatch):
+    """The decoding here is a fake (the tiny model decodes in milliseconds): it runs until its watch is cancelled,
+    reporting a step every 10 ms, as a long batch would."""
+    page = SpaceUI(ModelManager(Settings(model_dir=model_dir)), ServedFiles(str(tmp_path)), uploads)
+    monkeypatch.setattr("qasr_space.ui.PROGRESS_SECONDS", 0.05)
+    seen = {}
+
+    def fake_slow_decoding(audio, *, watch, **options):
+        seen["watch"] = watch
+        watch.expect(len(audio) / 16000, 1)
+        watch.decoding_started([len(audio) / 16000], 1000)
+        step = 0
+        while not watch.cancelled:
+            step += 1
+            watch.decoding_step(step)
+            time.sleep(0.01)
+        watch.raise_if_cancelled()
+        yield  # never reached: a generator, like the real one
+
+    monkeypatch.setattr("qasr_space.ui.iter_transcribe", fake_slow_decoding)
+    updates = page.run(FILE_SOURCE, clip, None, None, TRANSCRIBE, None, "0.6B", AUTO, None, False, "Off", no_progress)
+    statuses = []
+    for update in updates:
+        statuses.append(update[2])
+        if re.search(r"Transcribing… \d+%, about 0:\d\d left", update[2]):
+            break
+    assert len(statuses) >= 2 and not seen["watch"].cancelled
+    updates.close()  # what Gradio does when Cancel is pressed
+    deadline = time.monotonic() + 5
+    while not seen["watch"].cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen["watch"].cancelled and seen["watch"].snapshot().cancelled
