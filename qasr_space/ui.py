@@ -15,7 +15,7 @@ import threading
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
@@ -146,6 +146,8 @@ class _Shown:
     name: str
     title: str | None
     forced: bool = False
+    #: The names given to the speakers' labels by the last rename.
+    names: dict[str, str] = field(default_factory=dict)
 
 
 def _playable(path: str, audio: np.ndarray, folder: str, *, copy: bool) -> str:
@@ -296,6 +298,8 @@ class SpaceUI:
             return _Input(audio, shown.media_path, shown.name, shown.title, shown.forced)
 
         language = shown.transcript.language if shown is not None else None
+        if shown is not None and shown.transcript.speakers:
+            text = _without_speaker_names(text or "", [*shown.transcript.speakers, *shown.names.values()])
         for outputs in self._shown_errors(self._run(read_again, ALIGN, text, None, language or AUTO, None, True,
                                                     SPEAKERS_OFF, progress)):
             if shown is not None and shown.transcript.turns and outputs[5] is not None:
@@ -303,10 +307,11 @@ class SpaceUI:
             yield outputs
 
     def _with_turns(self, outputs: Outputs, shown: _Shown) -> Outputs:
-        """A re-timed result given the speakers of the result it replaces (no diarization again)."""
+        """A re-timed result given the speakers of the result it replaces (no diarization again), with the names
+        they were given."""
         kept = outputs[5]
         diarization = Diarization(shown.transcript.turns, shown.transcript.overlaps)
-        transcript = assign_speakers(kept.transcript, diarization)
+        transcript = rename_speakers(assign_speakers(kept.transcript, diarization), shown.names)
         folder = os.path.dirname(outputs[3][0])
         item = _Input(np.zeros(0, np.float32), kept.media_path, kept.name, kept.title, kept.forced)
         return self._outputs(transcript, item, files=write_all(transcript, folder, kept.name))
@@ -336,7 +341,8 @@ class SpaceUI:
             raise page_error(exc) from None
         folder = self.served.new_folder()
         files = write_all(renamed, folder, shown.name)
-        return _shown_text(renamed), self._karaoke(renamed, shown.media_path, shown.title), files
+        return (_shown_text(renamed), self._karaoke(renamed, shown.media_path, shown.title), files,
+                replace(shown, names=mapping))
 
     def _run(self, read_input: Callable[[str], _Input], mode, text, model, language, context, timestamps, speakers,
              progress) -> Iterator[Outputs]:
@@ -514,6 +520,19 @@ def progress_status(snapshot: ProgressSnapshot) -> str:
     if snapshot.seconds_left is None:
         return "Transcribing…"
     return f"Transcribing… {snapshot.fraction:.0%}, about {clock(snapshot.seconds_left)} left"
+
+
+def _without_speaker_names(text: str, speakers: list[str]) -> str:
+    """The edited text without the "Anna: " that leads each paragraph of a result with speakers (the box shows them,
+    the aligner must not time them as words), in one run: the speakers' turns, not the box's paragraphs, lay out
+    the result again."""
+    leads = tuple(f"{speaker}:" for speaker in sorted(set(speakers), key=len, reverse=True) if speaker)
+    paragraphs = []
+    for paragraph in text.split("\n\n"):
+        stripped = paragraph.strip()
+        lead = next((lead for lead in leads if stripped.startswith(lead)), None)
+        paragraphs.append(stripped[len(lead):].strip() if lead else stripped)
+    return " ".join(p for p in paragraphs if p)
 
 
 def language_line(language: str | None, forced: bool) -> str:
@@ -703,7 +722,8 @@ def render_ui(manager: ModelManager) -> SpaceUI:
     retime_button.click(ui.retime, [shown, text_out], outputs, show_progress_on=[karaoke], api_visibility="private")
     speaker_names.change(lambda table: gr.update(visible=bool(table)), speaker_names, rename_button, queue=False,
                          api_visibility="private")
-    rename_button.click(ui.rename, [shown, speaker_names], [text_out, karaoke, files_out], api_visibility="private")
+    rename_button.click(ui.rename, [shown, speaker_names], [text_out, karaoke, files_out, shown],
+                        api_visibility="private")
     # Each streamed update is short: a progress timer on the text would only flicker "0.0s" twice a second.
     live_in.stream(ui.live_update, [live_in, live_session, model, language, context], [live_out, live_session],
                    stream_every=LIVE_STREAM_EVERY_SECONDS, concurrency_limit=None, show_progress="hidden",

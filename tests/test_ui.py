@@ -480,7 +480,7 @@ def test_speakers_show_as_coloured_turns_and_renaming_reaches_every_download(mod
     assert karaoke.count('<div class="qk-turn"') >= 2 and '<span class="qk-speaker">Speaker 2</span>' in karaoke
     assert len(set(re.findall(r"--qk-speaker: (#[0-9a-f]{6})", karaoke))) == 2
 
-    text, karaoke, files = page.rename(shown, [["Speaker 1", "Anna"], ["Speaker 2", "<b>Bob</b>"]])
+    text, karaoke, files, named = page.rename(shown, [["Speaker 1", "Anna"], ["Speaker 2", "<b>Bob</b>"]])
     assert text.startswith("Anna: ") and "\n\n<b>Bob</b>: " in text
     assert '<span class="qk-speaker">&lt;b&gt;Bob&lt;/b&gt;</span>' in karaoke and "<b>Bob" not in karaoke
     by_suffix = {Path(f).suffix: Path(f).read_text(encoding="utf-8") for f in files}
@@ -488,6 +488,11 @@ def test_speakers_show_as_coloured_turns_and_renaming_reaches_every_download(mod
     assert "<v &lt;b&gt;Bob&lt;/b&gt;>Hello" in by_suffix[".vtt"]
     assert json.loads(by_suffix[".json"])["speakers"] == ["Anna", "<b>Bob</b>"]
     assert by_suffix[".txt"].startswith("Anna: Hello")
+    # fixing a word and re-timing keeps the turns and the names, and the names in the box are not timed as words
+    retimed = list(page.retime(named, text.replace("Hello", "Hullo", 1), progress=no_progress))[-1]
+    assert retimed[1].startswith("Anna: Hullo world") and retimed[5].transcript.speakers == ["Anna", "<b>Bob</b>"]
+    assert not {"Anna:", "<b>Bob</b>:"} & {w for w, _, _ in words_in(retimed[2])}
+    assert "[Anna] Hullo" in next(Path(f) for f in retimed[3] if f.endswith(".srt")).read_text(encoding="utf-8")
     # renaming starts from the labels diarization gave, so a second rename replaces the first
     assert page.rename(shown, [["Speaker 1", "Ann"], ["Speaker 2", ""]])[0].startswith("Ann: ")
     with pytest.raises(gr.Error, match="too long"):
