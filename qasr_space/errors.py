@@ -95,5 +95,11 @@ class Cancelled(QasrError):
     status_code = 499  # "client closed request": nobody is waiting for an answer
 
 
+class ConfigError(QasrError):
+    """The server's own settings (its `QASR_*` variables) are wrong; the operator must fix them."""
+
+    status_code = 500
+
+
 class FetchError(QasrError):
     """A URL could not be fetched, or must not be."""

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from huggingface_hub import constants as hf_constants
@@ -26,6 +26,9 @@ from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration, Qwen3A
 from .batching import BatchCounter, MicroBatcher
 from .errors import ModelUnavailableError, UnknownModelError, shown
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .engine import AsrEngine
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +192,8 @@ class ModelManager:
         self._cache_lock = threading.Lock()
         #: Batching counters per kind ("asr", "aligner"), kept here so they outlive evicted models.
         self.batch_counters = {"asr": BatchCounter(), "aligner": BatchCounter()}
+        self._engine: AsrEngine | None = None
+        self._engine_lock = threading.Lock()
 
     @property
     def cache_size(self) -> int:
@@ -224,6 +229,16 @@ class ModelManager:
         """`status` of every model, asked in parallel (at most one hub timeout in all)."""
         with ThreadPoolExecutor(len(ALL_MODELS)) as pool:
             return list(pool.map(self.status, ALL_MODELS))
+
+    @property
+    def engine(self) -> AsrEngine:
+        """The engine that transcribes for this manager (`engine.engine_for`), made on first use."""
+        with self._engine_lock:
+            if self._engine is None:
+                from .engine import engine_for  # engines use this manager: import on use
+
+                self._engine = engine_for(self)
+            return self._engine
 
     def asr(self, model: str | None = None) -> LoadedModel:
         return self._get(ASR_MODELS[asr_model_name(model)], Qwen3ASRForConditionalGeneration)

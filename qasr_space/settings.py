@@ -58,6 +58,12 @@ class Settings:
     #: Live microphone recordings: how many at once, and how long each.
     max_live_sessions: int = 8
     max_live_seconds: float = 1800.0
+    #: Which engine transcribes: "auto" (vLLM when `vllm_urls` is set, else transformers), "transformers", "vllm".
+    engine: str = "auto"
+    #: vLLM OpenAI-compatible servers to spread requests over; none with engine "vllm" starts one here.
+    vllm_urls: tuple[str, ...] = ()
+    #: The Python of the separate vLLM environment (`scripts/vllm_env.sh` builds it), for a server started here.
+    vllm_python: str = ".venv-vllm/bin/python"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -87,4 +93,7 @@ class Settings:
             max_disk_mb=_env_float("QASR_MAX_DISK_MB", cls.max_disk_mb),
             max_live_sessions=_env_int("QASR_MAX_LIVE_SESSIONS", cls.max_live_sessions),
             max_live_seconds=_env_float("QASR_MAX_LIVE_SECONDS", cls.max_live_seconds),
+            engine=(os.environ.get("QASR_ENGINE") or cls.engine).strip().lower(),
+            vllm_urls=tuple(url for url in os.environ.get("QASR_VLLM_URL", "").replace(",", " ").split()),
+            vllm_python=os.environ.get("QASR_VLLM_PYTHON") or cls.vllm_python,
         )
