@@ -3,7 +3,7 @@
 1. Overhead: `transcribe()` end to end against the bare reference calls (`processor.apply_transcription_request`
    + `model.generate` + `processor.decode(return_format="parsed")`) on real-size random 0.6B weights, float32 on
    CPU, a 30 s clip and a fixed 100 new tokens. Runs alternate, so both see the same machine; the ratio of the
-   medians is the figure (goal ≤ 1.05). The reference runs on the manager's model thread, as the core does.
+   medians is the figure (goal ≤ 1.05). The reference runs on the scheduler's consumer thread, as the core does.
 2. Memory: one hour of audio through the tiny scripted checkpoints, with word timestamps, in a fresh process;
    peak RSS above the RSS with the models loaded (goal ≤ 1.5 GB).
 
@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 from qasr_space.errors import NoSpeechError  # noqa: E402
 from qasr_space.models import ModelManager  # noqa: E402
+from qasr_space.scheduler import SCHEDULER  # noqa: E402
 from qasr_space.settings import Settings  # noqa: E402
 from qasr_space.transcribe import transcribe  # noqa: E402
 from tests.checkpoints import build_model_dir  # noqa: E402
@@ -57,7 +58,7 @@ def overhead(repeats: int) -> None:
         processor.decode(out[:, inputs["input_ids"].shape[1]:], return_format="parsed")
 
     def bare() -> None:
-        manager.run_model_work(reference)  # the thread the core's model work runs on (see `models.ModelThread`)
+        SCHEDULER.run(reference)  # the thread the core's model work runs on (see `scheduler`)
 
     def core() -> None:
         try:

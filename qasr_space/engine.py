@@ -16,27 +16,17 @@ context give the same text and language on either. The forced aligner always run
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .models import ModelManager
-    from .progress import TranscriptionWatch
+from .inference import run_asr
+from .models import ASR_MODELS, ModelManager, asr_model_name
+from .progress import TranscriptionWatch
+from .results import AsrOutput
 
 ENGINES = ("auto", "transformers", "vllm")
-
-
-@dataclass
-class AsrOutput:
-    """What the model said for one clip; `language` is the model's own tag (None when forced or silent)."""
-
-    text: str
-    language: str | None
-    truncated: bool
 
 
 class AsrEngine(ABC):
@@ -50,6 +40,10 @@ class AsrEngine(ABC):
     def check(self, model: str) -> None:
         """Raise `ModelUnavailableError` (or `UnknownModelError`) now, before any work, if `model` ("0.6B", "1.7B",
         or any alias) cannot be served."""
+
+    def is_ready(self, model: str | None) -> bool:
+        """Whether `model` can be served at once, with no load or start first (for a "Loading" note)."""
+        return True
 
     @abstractmethod
     def transcribe(
@@ -85,9 +79,10 @@ class TransformersEngine(AsrEngine):
     def check(self, model: str | None) -> None:
         self.manager.asr(model)
 
-    def transcribe(self, model, clips, languages, contexts, max_new_tokens=None, *, watch=None, **options):
-        from .inference import run_asr  # inference imports models, whose manager builds engines: import on use
+    def is_ready(self, model: str | None) -> bool:
+        return self.manager.is_loaded(ASR_MODELS[asr_model_name(model)])
 
+    def transcribe(self, model, clips, languages, contexts, max_new_tokens=None, *, watch=None, **options):
         return run_asr(self.manager.asr(model), clips, languages, contexts, max_new_tokens, watch=watch, **options)
 
 

@@ -2,7 +2,9 @@
 
 These are the only functions that touch the models. They take lists, one item per clip, so the same call serves
 the chunks of one long file and the requests of several users (each item keeps its own language and context):
-concurrent calls on one model are merged into one forward pass by the model's `MicroBatcher`. A call may carry a
+concurrent calls on one model are merged into one forward pass by the process's scheduler. A merged call gives each
+clip exactly what it gives alone: features and prompts are made for each clip on its own, then padded together
+(`padded_together`), and each call's rows are cut back to its own token budget. A call may carry a
 `TranscriptionWatch`: it hears every decoding step, and cancelling it takes the call's rows out of the batch's work.
 """
 
@@ -22,6 +24,8 @@ from transformers.utils.import_utils import is_nagisa_available, is_soynlp_avail
 from .audio import SAMPLE_RATE
 from .models import LoadedModel
 from .progress import TranscriptionWatch
+from .results import AsrOutput
+from .scheduler import SCHEDULER
 
 #: Generous upper bound on tokens per second of speech (fast Chinese or rap runs near 8); sizes max_new_tokens.
 TOKENS_PER_SECOND = 12.0
@@ -40,15 +44,6 @@ STATIC_CACHE_MAX_BYTES = 1 << 30
 _PROCESSOR_SANITIZES = "sanitize_control_tokens" in inspect.signature(ProcessorMixin.apply_chat_template).parameters
 
 
-@dataclass
-class AsrOutput:
-    """What the model said for one clip; `language` is the model's own tag (None when forced or silent)."""
-
-    text: str
-    language: str | None
-    truncated: bool
-
-
 def new_tokens_for(seconds: float) -> int:
     """A max_new_tokens budget that a real transcript of `seconds` of speech never reaches."""
     return int(math.ceil(seconds * TOKENS_PER_SECOND)) + MIN_NEW_TOKENS_BUDGET
@@ -63,17 +58,45 @@ def _to_model(inputs, loaded: LoadedModel):
 
 
 def asr_inputs(processor, clips: list[np.ndarray], languages: list[str | None], contexts: list[str | None]):
-    """The processor's own prompt: context in the system turn with chat control tokens kept as plain text, so user
-    text cannot close the turn; a forced language prefilled as `language <Name><asr_text>`."""
+    """The processor's own prompt for each clip: context in the system turn with chat control tokens kept as plain
+    text, so user text cannot close the turn; a forced language prefilled as `language <Name><asr_text>`. Made per
+    clip, then `padded_together`."""
+    return padded_together([_asr_input(processor, clip, language, context)
+                            for clip, language, context in zip(clips, languages, contexts)],
+                           processor.tokenizer.pad_token_id)
+
+
+def _asr_input(processor, clip: np.ndarray, language: str | None, context: str | None):
     if _PROCESSOR_SANITIZES:
-        return processor.apply_transcription_request(
-            audio=list(clips), language=list(languages), prompt=[c or None for c in contexts],
-            sanitize_control_tokens=True,
-        )
-    return processor.apply_transcription_request(
-        audio=list(clips), language=list(languages),
-        prompt=[(_without_control_tokens(processor.tokenizer, c) if c else "") or None for c in contexts],
-    )
+        return processor.apply_transcription_request(audio=[clip], language=[language], prompt=[context or None],
+                                                     sanitize_control_tokens=True)
+    cleaned = (_without_control_tokens(processor.tokenizer, context) if context else "") or None
+    return processor.apply_transcription_request(audio=[clip], language=[language], prompt=[cleaned])
+
+
+def padded_together(parts: list, pad_token_id: int):
+    """One batch of the processor's single-clip inputs, padded as the processor pads (text on the left, features on
+    the right) but with each clip's features and audio tokens as they are alone.
+
+    The processor computes a batch's features over the whole padded batch: a clip whose length is not a multiple of
+    160 samples then gets one more feature frame (and audio token) than alone, and its last frames see the padding.
+    So batched answers would depend on the other clips in the batch."""
+    if len(parts) == 1:
+        return parts[0]
+    batch = parts[0].__class__()
+    text_length = max(part["input_ids"].shape[1] for part in parts)
+    frames = max(part["input_features"].shape[-1] for part in parts)
+    for name, pad, length, left in (("input_ids", pad_token_id, text_length, True),
+                                    ("attention_mask", 0, text_length, True),
+                                    ("input_features", 0.0, frames, False),
+                                    ("input_features_mask", 0, frames, False)):
+        rows = []
+        for part in parts:
+            tensor = part[name]
+            missing = length - tensor.shape[-1]
+            rows.append(torch.nn.functional.pad(tensor, (missing, 0) if left else (0, missing), value=pad))
+        batch[name] = torch.cat(rows)
+    return batch
 
 
 def _without_control_tokens(tokenizer, text: str) -> str:
@@ -100,15 +123,16 @@ def run_asr(
 ) -> list[AsrOutput]:
     """Transcribe clips (each within the model's limit) in one `generate` call.
 
-    Concurrent calls on the same model with the same generate options share that call (the model's batcher merges
-    them); each still gets exactly what it would get alone, its own token budget included. `watch` hears each
+    Concurrent calls on the same model with the same generate options share that call (the scheduler merges them);
+    each still gets exactly what it would get alone, its own token budget included. `watch` hears each
     decoding step; once it is cancelled, the call does not start, or stops at the next step, and raises `Cancelled`.
     """
     if watch is not None:
         watch.raise_if_cancelled()
     budget = max_new_tokens or new_tokens_for(max(len(c) for c in clips) / SAMPLE_RATE)
     job = _AsrJob(loaded, list(clips), list(languages), list(contexts), budget, generate_kwargs, watch)
-    outputs = loaded.batcher.submit(_generate, job, key=_options_key(generate_kwargs), size=len(job.clips))
+    outputs = SCHEDULER.submit(_generate, job, policy=loaded.policy, key=_options_key(generate_kwargs),
+                               size=len(job.clips))
     if watch is not None:
         watch.raise_if_cancelled()
     return outputs
@@ -166,7 +190,7 @@ def _decode(jobs: list[_AsrJob]) -> list[list[AsrOutput]]:
     options = {**_cache_options(loaded, *inputs["input_ids"].shape, budget), **jobs[0].generate_kwargs}
     if watched:
         options["stopping_criteria"] = StoppingCriteriaList([_WatchedRows(jobs, inputs["input_ids"].shape[1])])
-    with loaded.lock, torch.inference_mode():
+    with torch.inference_mode():
         out = loaded.model.generate(**inputs, max_new_tokens=budget, **options)
     for job in watched:
         job.watch.decoding_finished()
@@ -238,12 +262,12 @@ def run_aligner(
 ) -> list[list[dict]]:
     """Word times for each (clip, text) pair, as `decode_forced_alignment` gives them: seconds from clip start.
 
-    Concurrent calls share one forward pass (the model's batcher merges them). Japanese and Korean use nagisa /
-    soynlp to split words when installed; without them the processor's generic splitting (CJK per character, else
-    whitespace) is used rather than failing.
+    Concurrent calls share one forward pass (the scheduler merges them). Japanese and Korean use nagisa /
+    soynlp to split words when installed (nagisa is a requirement); without them the processor's generic splitting
+    (CJK per character, else whitespace) is used rather than failing.
     """
     job = _AlignJob(loaded, list(clips), list(texts), list(languages))
-    return loaded.batcher.submit(_align, job, size=len(job.clips))
+    return SCHEDULER.submit(_align, job, policy=loaded.policy, size=len(job.clips))
 
 
 @dataclass
@@ -264,12 +288,12 @@ def _align(jobs: list[_AlignJob]) -> list[list[list[dict]]]:
         None if lang in _WORD_SPLITTER_AVAILABLE and not _WORD_SPLITTER_AVAILABLE[lang]() else lang
         for job in jobs for lang in job.languages
     ]
-    inputs, word_lists = processor.prepare_forced_aligner_inputs(
-        audio=[clip for job in jobs for clip in job.clips], transcript=[text for job in jobs for text in job.texts],
-        language=split_languages,
-    )
-    inputs = _to_model(inputs, loaded)
-    with loaded.lock, torch.inference_mode():
+    parts = [processor.prepare_forced_aligner_inputs(audio=[clip], transcript=[text], language=[language])
+             for clip, text, language in zip([clip for job in jobs for clip in job.clips],
+                                             [text for job in jobs for text in job.texts], split_languages)]
+    inputs = _to_model(padded_together([part for part, _ in parts], processor.tokenizer.pad_token_id), loaded)
+    word_lists = [words for _, (words,) in parts]
+    with torch.inference_mode():
         logits = loaded.model(**inputs).logits
     aligned = processor.decode_forced_alignment(
         logits=logits, input_ids=inputs["input_ids"], word_lists=word_lists,

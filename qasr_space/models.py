@@ -1,10 +1,9 @@
 """The model manager: resolves names to checkpoints, loads lazily, and keeps a bounded LRU cache of loaded models.
 
 One manager serves every request of a process. Models load one at a time, so two requests that ask for the same
-model at once load it once. Each loaded model carries a lock that the pipeline holds around forward passes, so
-concurrent requests never run the same weights at the same time from two threads, and a `MicroBatcher` that merges
-concurrent requests into one forward pass instead (see `batching`). Every forward pass runs on the process's one
-`ModelThread`, whichever thread asked (see there for why); loads run beside it, in threads of their own.
+model at once load it once. Each loaded model carries the `BatchPolicy` under which the process's one scheduler
+merges concurrent calls on it (see `scheduler`, which runs every forward pass); loads run beside the scheduler, in
+threads of their own. The manager also holds the engine that transcribes (`engine`).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
 from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration, Qwen3ASRForTokenClassification
 
-from .batching import BatchCounter, MicroBatcher
+from .scheduler import BatchCounter, BatchPolicy
 from .errors import ModelUnavailableError, UnknownModelError, shown
 from .settings import Settings
 
@@ -111,37 +110,6 @@ def use_few_rows_linear(model: torch.nn.Module) -> None:
         output_layer.transposed_output_ok = True
 
 
-class ModelThread:
-    """One long-lived thread that runs all of a process's forward passes, on the CPU and the GPU.
-
-    PyTorch's OpenMP runtime (libgomp) gives every thread that runs a parallel region a pool of worker threads of its
-    own, kept until that thread ends. Once the pools together hold more threads than there are cores, libgomp stops
-    spinning between parallel regions, and the thread that made the extra pool runs far slower: each of a CPU decode
-    step's ~200 matrix products waits for its workers to wake (steps 20-35 % slower on 2 cores), and on a 16-core
-    GPU machine the same `generate` took 3x as long (BENCHMARKS.md). Gradio serves requests from many worker threads,
-    so without this thread that happened after the first request. In a forked child (ZeroGPU runs each GPU call in
-    one) the thread does not exist, and the work runs in the caller's thread.
-    """
-
-    def __init__(self) -> None:
-        self._pid = os.getpid()
-        self._ident: int | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qasr-model",
-                                            initializer=self._started)
-
-    def _started(self) -> None:
-        self._ident = threading.get_ident()
-
-    def run(self, fn: Callable[..., R], *args, **kwargs) -> R:
-        """`fn(*args, **kwargs)` on the model thread, waiting for its result; called from that thread, it runs
-        directly, so model work that starts more model work cannot deadlock."""
-        if threading.get_ident() == self._ident or os.getpid() != self._pid:  # a forked child (ZeroGPU) has no thread
-            return fn(*args, **kwargs)
-        return self._executor.submit(fn, *args, **kwargs).result()
-
-
-#: The process's model thread: OpenMP's pools are per process, so every manager shares it.
-MODEL_THREAD = ModelThread()
 #: One model load at a time in a process: `from_pretrained` builds models under a process-wide meta-device context,
 #: so two loads in two threads break each other ("Cannot copy out of meta tensor").
 LOAD_LOCK = threading.Lock()
@@ -149,13 +117,12 @@ LOAD_LOCK = threading.Lock()
 
 @dataclass
 class LoadedModel:
-    """A model with its processor, the lock held while it runs, and the batcher that merges concurrent calls."""
+    """A model with its processor, and the policy under which the scheduler merges concurrent calls on it."""
 
     name: str
     model: torch.nn.Module
     processor: object
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    batcher: MicroBatcher = field(default_factory=MicroBatcher, repr=False)
+    policy: BatchPolicy = field(default_factory=BatchPolicy, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -180,7 +147,7 @@ class ModelStatus:
 class ModelManager:
     """Loads ASR models and the aligner on first use and keeps at most `cache_size` of them.
 
-    A load runs in a thread of its own, never on the model thread, so requests on models already loaded keep running
+    A load runs in a thread of its own, never on the scheduler's consumer, so requests on models already loaded keep running
     while a new one loads. A model that is neither in `QASR_MODEL_DIR` nor reachable on the hub (nor in the local hub
     cache) is refused within `settings.hub_timeout_seconds`, instead of after transformers' own retries.
     """
@@ -277,10 +244,6 @@ class ModelManager:
                     log.info("evicted %s from the model cache", evicted)
             return loaded
 
-    def run_model_work(self, fn: Callable[..., R], *args, **kwargs) -> R:
-        """`fn(*args, **kwargs)` on the process's `MODEL_THREAD`, where all of this manager's model work runs."""
-        return MODEL_THREAD.run(fn, *args, **kwargs)
-
     def _load(self, hub_id: str, model_class: type) -> LoadedModel:
         status = self.status(hub_id)
         if not status.available:
@@ -300,16 +263,15 @@ class ModelManager:
         if self.device.type == "cpu":
             use_few_rows_linear(model)
         kind = "aligner" if model_class is Qwen3ASRForTokenClassification else "asr"
-        batcher = MicroBatcher(self.batch_counters[kind], max_size=self.settings.batch_size,
-                               wait_seconds=self.settings.batch_wait_ms / 1000,
-                               enabled=self.settings.batch_requests, runner=self.run_model_work)
-        return LoadedModel(name=hub_id, model=model, processor=processor, batcher=batcher)
+        policy = BatchPolicy(max_size=self.settings.batch_size, wait_seconds=self.settings.batch_wait_ms / 1000,
+                             enabled=self.settings.batch_requests, counter=self.batch_counters[kind])
+        return LoadedModel(name=hub_id, model=model, processor=processor, policy=policy)
 
 
 def run_in_new_thread(fn: Callable[..., R], *args) -> R:
-    """`fn(*args)` in a short-lived thread of its own, waiting for it: a model load, which must not occupy the model
-    thread. libgomp gives each thread that runs a parallel region a worker pool until that thread ends (see
-    `ModelThread`), so a long-lived loader thread would slow the model thread for good; this one ends with the load."""
+    """`fn(*args)` in a short-lived thread of its own, waiting for it: a model load, which must not occupy the
+    scheduler's consumer. libgomp gives each thread that runs a parallel region a worker pool until that thread ends
+    (see `scheduler`), so a long-lived loader thread would slow the consumer for good; this one ends with the load."""
     outcome: dict[str, object] = {}
 
     def target() -> None:

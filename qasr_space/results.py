@@ -7,6 +7,15 @@ from typing import Any
 
 
 @dataclass
+class AsrOutput:
+    """What the model said for one clip; `language` is the model's own tag (None when forced or silent)."""
+
+    text: str
+    language: str | None
+    truncated: bool
+
+
+@dataclass
 class Word:
     """One aligned word (or CJK character). `text` keeps its leading space and punctuation, so
     `"".join(w.text for w in words)` gives back the transcript."""

@@ -9,7 +9,7 @@ Pure functions, no UI; the page builds its multi-file tab on them:
   more than `Settings.max_upload_mb` together (uploads and unpacked members), a member that unpacks to over
   `MAX_RATIO` times its packed size (a zip bomb), a zip that cannot be read, and a request with no media at all.
 - `transcribe_several(files, transcribe_one, workers=...)` runs `transcribe_one` on a few threads, so the files
-  meet in the model's `MicroBatcher` and share its calls, and yields the state of every file (`FileProgress`, in
+  meet in the scheduler and share its calls, and yields the state of every file (`FileProgress`, in
   the order of `files`) each time one starts, finishes or fails. One failing does not stop the others; closing the
   generator cancels the files not yet started.
 - `bundle(results, folder)` writes one zip with every finished transcript in every format of `writers.FORMATS`,

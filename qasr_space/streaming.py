@@ -25,9 +25,9 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, SampleBuffer, is_silent, load_audio, split_at_quiet_points
 from .errors import AudioError, AudioTooLongError, BusyError, shown
-from .inference import AsrOutput, run_asr
 from .languages import detected_language, normalize_language
 from .models import ModelManager
+from .results import AsrOutput
 from .settings import Settings
 from .transcribe import check_context, text_separator
 
@@ -294,5 +294,5 @@ def transcribe_clips(
     max_new_tokens: int | None = None,
 ) -> list[AsrOutput]:
     """`clips` (a live window's few pieces) through the ASR model in one call, one output per clip."""
-    return run_asr(manager.asr(model), clips, [language] * len(clips), [context] * len(clips), max_new_tokens)
+    return manager.engine.transcribe(model, clips, [language] * len(clips), [context] * len(clips), max_new_tokens)
 

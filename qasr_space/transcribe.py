@@ -18,7 +18,7 @@ from .audio import (SAMPLE_RATE, AudioSource, check_finite, is_silent, load_audi
                     split_at_quiet_points)
 from .diarize import SpeakerCount, assign_speakers, diarize
 from .errors import AudioTooLongError, InputTooLongError, LanguageError, NoSpeechError, QasrError
-from .inference import run_aligner, run_asr
+from .inference import run_aligner
 from .languages import ALIGNER_LANGUAGES, aligner_supports, detected_language, normalize_language
 from .models import ASR_MODELS, LoadedModel, ModelManager, asr_model_name
 from .progress import TranscriptionWatch
@@ -120,7 +120,8 @@ def iter_transcribe(
     settings = manager.settings
     forced = normalize_language(language)
     check_context(context, settings)
-    asr = manager.asr(model)
+    engine = manager.engine
+    engine.check(model)
     if timestamps and (forced is None or aligner_supports(forced)):
         manager.aligner()  # load it, or fail, before any ASR work is spent
     limit = min(settings.chunk_seconds, ALIGNER_MAX_SECONDS if timestamps else ASR_MAX_SECONDS)
@@ -134,8 +135,8 @@ def iter_transcribe(
     for first in range(0, len(pieces), batch_size):
         spans = pieces[first:first + batch_size]
         clips = [audio[start:end] for start, end in spans]
-        outputs = run_asr(asr, clips, [forced] * len(clips), [context] * len(clips), max_new_tokens, watch=watch,
-                          **generate_kwargs)
+        outputs = engine.transcribe(model, clips, [forced] * len(clips), [context] * len(clips), max_new_tokens,
+                                    watch=watch, **generate_kwargs)
         results = [
             ChunkResult(Chunk(start=start / SAMPLE_RATE, end=end / SAMPLE_RATE, text=out.text.strip(),
                               language=forced or detected_language(out.language), truncated=out.truncated))

@@ -30,13 +30,12 @@ from .audio import SAMPLE_RATE
 from .errors import AudioError, QasrError
 from .fetch import fetch_audio
 from .gpu import ON_ZERO_GPU, on_gpu, user_error
-from .inference import AsrOutput
 from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke, render_notice
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
 from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, ModelStatus, asr_model_name
 from .diarize import MAX_SPEAKERS, Diarization, SpeakerCount, assign_speakers, parse_speakers, rename_speakers
 from .progress import ProgressSnapshot, TranscriptionWatch
-from .results import Transcript
+from .results import AsrOutput, Transcript
 from .several import DONE, FAILED, MEDIA_SUFFIXES, WORKING, FileProgress, SourceFile, bundle, expand_uploads, \
     transcribe_several
 from .streaming import IDLE_SECONDS, LiveSession, LiveSessions, LiveText, transcribe_clips, update
@@ -447,12 +446,13 @@ class SpaceUI:
     def _load_models(self, *hub_ids: str, progress: Callable) -> None:
         """Load what is not loaded yet, with a "Loading" stage on the progress bar: a first load takes a while."""
         for hub_id in hub_ids:
-            if not self.manager.is_loaded(hub_id):
-                progress(0.0, desc=f"Loading {hub_id.split('/')[-1]} (first use)")
-                if hub_id == ALIGNER_MODEL:
+            if hub_id == ALIGNER_MODEL:
+                if not self.manager.is_loaded(hub_id):
+                    progress(0.0, desc=f"Loading {hub_id.split('/')[-1]} (first use)")
                     self.manager.aligner()
-                else:
-                    self.manager.asr(hub_id)
+            elif not self.manager.engine.is_ready(hub_id):
+                progress(0.0, desc=f"Loading {hub_id.split('/')[-1]} (first use)")
+                self.manager.engine.check(hub_id)
 
     def _read_input(self, source: str, file_path: str | None, recording_path: str | None, url: str | None,
                     folder: str) -> _Input:

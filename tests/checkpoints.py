@@ -15,6 +15,7 @@ loads it through exactly the code path it uses for the hub ids.
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import torch
@@ -138,13 +139,20 @@ def _save(model, tok: Qwen2Tokenizer, out_dir: str, template: str, dtype: torch.
     return out_dir
 
 
-def build_random(out_dir: str, kind: str = "asr", size: str = "tiny", seed: int = 0) -> str:
-    """Random weights; `kind` "asr" or "aligner", `size` "tiny" or a REAL_SIZES key."""
+def build_random(out_dir: str, kind: str = "asr", size: str = "tiny", seed: int = 0,
+                 initializer_range: float | None = None, head_dim: int | None = None) -> str:
+    """Random weights; `kind` "asr" or "aligner", `size` "tiny" or a REAL_SIZES key. The default initialisation
+    (std 0.02) leaves a tiny model's logits nearly blind to the audio (two different tones: 3e-6 apart); an
+    `initializer_range` of 0.5 makes every feature frame show in them. `head_dim` replaces the text model's."""
     tok = build_tokenizer()
     if size == "tiny":
         audio, text = dict(TINY_AUDIO), dict(TINY_TEXT, tie_word_embeddings=(kind == "asr"))
     else:
         audio, text = {**_REAL_AUDIO, **REAL_SIZES[size][0]}, {**_REAL_TEXT, **REAL_SIZES[size][1]}
+    if initializer_range is not None:
+        audio, text = dict(audio, initializer_range=initializer_range), dict(text, initializer_range=initializer_range)
+    if head_dim is not None:
+        text["head_dim"] = head_dim
     torch.manual_seed(seed)
     if kind == "asr":
         return _save(Qwen3ASRForConditionalGeneration(_config(tok, audio, text)), tok, out_dir, ASR_CHAT_TEMPLATE)
@@ -152,7 +160,8 @@ def build_random(out_dir: str, kind: str = "asr", size: str = "tiny", seed: int 
     return _save(model, tok, out_dir, ALIGNER_CHAT_TEMPLATE)
 
 
-def build_scripted_asr(out_dir: str, sentence: str = SCRIPTED_SENTENCE, language: str = "English") -> str:
+def build_scripted_asr(out_dir: str, sentence: str = SCRIPTED_SENTENCE, language: str = "English",
+                       head_dim: int = SCRIPTED_TEXT["head_dim"]) -> str:
     """ASR whose greedy output is `language <language><asr_text><sentence>` (or just the sentence when forced).
 
     Attention and MLP outputs are zeroed, so each position's logits depend on its own token only: embeddings and
@@ -161,7 +170,8 @@ def build_scripted_asr(out_dir: str, sentence: str = SCRIPTED_SENTENCE, language
     words = sentence.split()
     pieces = [words[0]] + [" " + w for w in words[1:]]
     tok = build_tokenizer(["language", " " + language] + pieces)
-    model = Qwen3ASRForConditionalGeneration(_config(tok, dict(TINY_AUDIO, output_dim=64), SCRIPTED_TEXT))
+    text = dict(SCRIPTED_TEXT, head_dim=head_dim)
+    model = Qwen3ASRForConditionalGeneration(_config(tok, dict(TINY_AUDIO, output_dim=64), text))
     ids = tok.convert_tokens_to_ids
     chain = [ids("Ċ"), ids("language"), ids(" " + language), ids("<asr_text>")] + [ids(p) for p in pieces]
     chain.append(ids("<|im_end|>"))
@@ -258,7 +268,7 @@ def tone_clip(band: int, seconds: float, sr: int = 16000) -> np.ndarray:
     return (0.4 * envelope * voice / 1.84).astype(np.float32)
 
 
-def build_tone_asr(out_dir: str, language: str = "English") -> str:
+def build_tone_asr(out_dir: str, language: str = "English", head_dim: int = _TONE_TEXT["head_dim"]) -> str:
     """ASR whose greedy output is `language <language><asr_text><word>`, or just the word when the language is forced,
     where the word is `tone_word(b)` for the band b of `tone_clip` that fills most of the clip's frames; a clip that
     is mostly silence gives no word (an empty transcript).
@@ -280,8 +290,9 @@ def build_tone_asr(out_dir: str, language: str = "English") -> str:
     """
     tok = build_tokenizer(["language", " " + language, *TONE_WORDS])
     torch.manual_seed(0)
+    text = dict(_TONE_TEXT, head_dim=head_dim)
     model = Qwen3ASRForConditionalGeneration(
-        _config(tok, dict(TINY_AUDIO, output_dim=_TONE_TEXT["hidden_size"]), _TONE_TEXT)).eval()
+        _config(tok, dict(TINY_AUDIO, output_dim=text["hidden_size"]), text)).eval()
     processor = Qwen3ASRProcessor(feature_extractor=Qwen3ASRFeatureExtractor(), tokenizer=tok,
                                   chat_template=ASR_CHAT_TEMPLATE)
     ids = tok.convert_tokens_to_ids
@@ -396,6 +407,31 @@ def build_tone_model_dir(root: str) -> str:
     build_random(os.path.join(root, "Qwen3-ASR-1.7B-hf"), "asr")
     build_scripted_aligner(os.path.join(root, "Qwen3-ForcedAligner-0.6B-hf"))
     return root
+
+
+#: vLLM's CPU attention takes head sizes from 32 to 512; the other test checkpoints have 8 and 16.
+VLLM_HEAD_DIM = 32
+
+
+def build_vllm_model_dirs(root: str) -> tuple[str, str]:
+    """Two `QASR_MODEL_DIR`s holding the same weights, so both engines can run the same models: `root/transformers`
+    (the tone model as 0.6B, a tiny random 1.7B, the scripted aligner, all with text heads vLLM accepts) and
+    `root/vllm`, its copy in the layout vLLM loads: vLLM's weight renaming misses an untied top-level
+    `lm_head.weight`, so that key becomes `thinker.lm_head.weight` there."""
+    from safetensors.torch import load_file, save_file
+
+    source, target = os.path.join(root, "transformers"), os.path.join(root, "vllm")
+    build_tone_asr(os.path.join(source, "Qwen3-ASR-0.6B-hf"), head_dim=VLLM_HEAD_DIM)
+    build_random(os.path.join(source, "Qwen3-ASR-1.7B-hf"), "asr", head_dim=VLLM_HEAD_DIM)
+    build_scripted_aligner(os.path.join(source, "Qwen3-ForcedAligner-0.6B-hf"))
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    for name in ("Qwen3-ASR-0.6B-hf", "Qwen3-ASR-1.7B-hf"):
+        path = os.path.join(target, name, "model.safetensors")
+        weights = load_file(path)
+        if "lm_head.weight" in weights:
+            weights["thinker.lm_head.weight"] = weights.pop("lm_head.weight")
+            save_file(weights, path, metadata={"format": "pt"})
+    return source, target
 
 
 if __name__ == "__main__":

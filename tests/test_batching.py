@@ -1,4 +1,4 @@
-"""Batching across requests: the `MicroBatcher` on its own, then `run_asr` / `run_aligner` on the real (scripted and
+"""Batching across requests: the scheduler on its own, then `run_asr` / `run_aligner` on the real (scripted and
 tiny) checkpoints, with concurrent callers in threads."""
 
 from __future__ import annotations
@@ -7,12 +7,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
-from qasr_space.batching import MicroBatcher
-from qasr_space.inference import run_aligner, run_asr
+from qasr_space import inference
+from qasr_space.inference import asr_inputs, run_aligner, run_asr
 from qasr_space.models import ModelManager
+from qasr_space.scheduler import SCHEDULER, BatchPolicy
 from qasr_space.settings import Settings
-from tests.checkpoints import SCRIPTED_SENTENCE
+from tests.checkpoints import SCRIPTED_SENTENCE, build_random
 from tests.media import tone
 
 #: Long enough that concurrent callers always arrive inside it; a full batch ends the wait at once.
@@ -48,49 +50,49 @@ def recorder(fail_on=None):
 
 
 def test_concurrent_calls_share_one_run_and_each_gets_its_own_result():
-    batcher = MicroBatcher(max_size=4, wait_seconds=GATHER_SECONDS)
+    policy = BatchPolicy(max_size=4, wait_seconds=GATHER_SECONDS)
     run, batches = recorder()
-    results = concurrently([lambda i=i: batcher.submit(run, i) for i in range(4)])
+    results = concurrently([lambda i=i: SCHEDULER.submit(run, i, policy=policy) for i in range(4)])
     assert results == [0, 2, 4, 6]
     assert len(batches) == 1 and sorted(batches[0]) == [0, 1, 2, 3]
-    assert batcher.counter.snapshot() == {"model_calls": 1, "requests": 4, "clips": 4}
+    assert policy.counter.snapshot() == {"model_calls": 1, "requests": 4, "clips": 4}
 
 
 def test_batches_are_capped_in_clips_and_a_call_bigger_than_the_cap_runs_alone():
-    batcher = MicroBatcher(max_size=4, wait_seconds=0.3)
+    policy = BatchPolicy(max_size=4, wait_seconds=0.3)
     run, batches = recorder()
-    results = concurrently([lambda i=i: batcher.submit(run, i, size=2) for i in range(3)]
-                           + [lambda: batcher.submit(run, 10, size=9)])
+    results = concurrently([lambda i=i: SCHEDULER.submit(run, i, policy=policy, size=2) for i in range(3)]
+                           + [lambda: SCHEDULER.submit(run, 10, policy=policy, size=9)])
     assert results == [0, 2, 4, 20]
     assert sorted(len(b) for b in batches) == [1, 1, 2]
     assert [10] in batches
 
 
 def test_different_keys_and_run_functions_never_share_a_run():
-    batcher = MicroBatcher(max_size=8, wait_seconds=0.3)
+    policy = BatchPolicy(max_size=8, wait_seconds=0.3)
     run_a, batches_a = recorder()
     run_b, batches_b = recorder()
-    results = concurrently([lambda i=i: batcher.submit(run_a, i, key=("beams", i % 2)) for i in range(4)]
-                           + [lambda: batcher.submit(run_b, 7)])
+    results = concurrently([lambda i=i: SCHEDULER.submit(run_a, i, policy=policy, key=("beams", i % 2))
+                            for i in range(4)] + [lambda: SCHEDULER.submit(run_b, 7, policy=policy)])
     assert results == [0, 2, 4, 6, 14]
     assert sorted(sorted(b) for b in batches_a) == [[0, 2], [1, 3]]
     assert batches_b == [[7]]
 
 
 def test_a_bad_request_fails_alone_and_the_others_still_get_their_results():
-    batcher = MicroBatcher(max_size=4, wait_seconds=GATHER_SECONDS)
+    policy = BatchPolicy(max_size=4, wait_seconds=GATHER_SECONDS)
     run, batches = recorder(fail_on=2)
-    results = concurrently([lambda i=i: batcher.submit(run, i) for i in range(4)])
+    results = concurrently([lambda i=i: SCHEDULER.submit(run, i, policy=policy) for i in range(4)])
     assert results[:2] == [0, 2] and results[3] == 6
     assert isinstance(results[2], ValueError) and "bad payload 2" in str(results[2])
     assert len(batches[0]) == 4 and sorted(batches[1:]) == [[0], [1], [2], [3]]  # merged, then each alone
-    assert batcher.counter.snapshot() == {"model_calls": 5, "requests": 4, "clips": 4}
+    assert policy.counter.snapshot() == {"model_calls": 5, "requests": 4, "clips": 4}
 
 
-def test_disabled_batcher_runs_every_call_alone():
-    batcher = MicroBatcher(max_size=4, wait_seconds=GATHER_SECONDS, enabled=False)
+def test_a_disabled_policy_runs_every_call_alone():
+    policy = BatchPolicy(max_size=4, wait_seconds=GATHER_SECONDS, enabled=False)
     run, batches = recorder()
-    assert concurrently([lambda i=i: batcher.submit(run, i) for i in range(3)]) == [0, 2, 4]
+    assert concurrently([lambda i=i: SCHEDULER.submit(run, i, policy=policy) for i in range(3)]) == [0, 2, 4]
     assert sorted(batches) == [[0], [1], [2]]
 
 
@@ -171,3 +173,74 @@ def test_different_generate_options_and_models_are_not_mixed(model_dir, manager)
     assert separate.batch_stats()["asr"] == {"model_calls": 3, "requests": 3, "clips": 3}
     assert outputs[0][0].text == outputs[1][0].text == SCRIPTED_SENTENCE
     assert outputs[2] == run_asr(manager.asr("1.7B"), [tone(1.4)], [None], [None], 8)
+
+
+def odd_length_clips() -> list:
+    """Mixed lengths, none a multiple of 160 samples (one feature frame), so a batch pads every clip but the longest
+    by a part of a frame: the case where features computed for the padded batch gave a clip one more audio token."""
+    return [tone(seconds, freq=170.0 + 45 * i)[:int(seconds * 16000) + extra]
+            for i, (seconds, extra) in enumerate([(1.0, -37), (2.3, -101), (0.6, -13), (3.7, -59)])]
+
+
+LANGUAGES = [None, "English", None, "German"]
+CONTEXTS = [None, "names: Ada", "terms <|im_end|> here", None]
+
+
+@pytest.fixture(scope="module")
+def sensitive_dir(tmp_path_factory) -> str:
+    """A tiny random 1.7B whose logits move with every feature frame (`build_random`'s `initializer_range`)."""
+    root = tmp_path_factory.mktemp("sensitive")
+    build_random(str(root / "Qwen3-ASR-1.7B-hf"), initializer_range=0.5)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def sensitive_manager(sensitive_dir) -> ModelManager:
+    """The sensitive model, each call run at once."""
+    return ModelManager(Settings(model_dir=sensitive_dir, batch_wait_ms=0))
+
+
+def test_one_call_over_mixed_lengths_gives_each_clip_exactly_what_it_gets_alone(sensitive_manager):
+    loaded = sensitive_manager.asr("1.7B")
+    clips = odd_length_clips()
+    together = run_asr(loaded, clips, LANGUAGES, CONTEXTS, 8)
+    alone = [run_asr(loaded, [c], [lang], [ctx], 8)[0] for c, lang, ctx in zip(clips, LANGUAGES, CONTEXTS)]
+    assert together == alone
+    assert len({out.text for out in alone}) == len(alone)  # four different answers: the weights tell clips apart
+
+
+def test_a_clip_padded_into_a_batch_scores_the_next_token_as_it_does_alone(sensitive_manager):
+    """Sharper than the text: the logits of the first decoding step, for each clip of a batch of odd lengths, with and
+    without context, are those it gets alone (a frame more or less moves them by 1 or more)."""
+    loaded = sensitive_manager.asr("1.7B")
+    clips = odd_length_clips()
+
+    def first_step_logits(clips, languages, contexts):
+        inputs = inference._to_model(asr_inputs(loaded.processor, clips, languages, contexts), loaded)
+        with torch.inference_mode():
+            return loaded.model(**inputs).logits[:, -1]
+
+    together = first_step_logits(clips, LANGUAGES, CONTEXTS)
+    for row, (clip, lang, ctx) in enumerate(zip(clips, LANGUAGES, CONTEXTS)):
+        alone = first_step_logits([clip], [lang], [ctx])[0]
+        torch.testing.assert_close(together[row], alone, rtol=0, atol=1e-4)
+
+
+def test_requests_merged_by_the_scheduler_get_exactly_what_they_get_alone(sensitive_dir, sensitive_manager):
+    gathering = ModelManager(Settings(model_dir=sensitive_dir, batch_size=4, batch_wait_ms=GATHER_SECONDS * 1000))
+    loaded = gathering.asr("1.7B")
+    requests = list(zip(odd_length_clips(), LANGUAGES, CONTEXTS))
+    outputs = concurrently([lambda c=c, lang=lang, ctx=ctx: run_asr(loaded, [c], [lang], [ctx], 8)
+                            for c, lang, ctx in requests])
+    assert asr_calls(gathering) == 1
+    alone = sensitive_manager.asr("1.7B")
+    assert outputs == [run_asr(alone, [c], [lang], [ctx], 8) for c, lang, ctx in requests]
+
+
+def test_the_aligner_times_each_clip_of_a_call_as_it_does_alone(manager):
+    loaded = manager.aligner()
+    clips = odd_length_clips()
+    texts = ["one two three", "Ein kleiner Test hier", "short", "a longer line of several words"]
+    languages = ["English", "German", "English", "English"]
+    together = run_aligner(loaded, clips, texts, languages)
+    assert together == [run_aligner(loaded, [c], [t], [lang])[0] for c, t, lang in zip(clips, texts, languages)]

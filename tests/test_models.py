@@ -18,6 +18,7 @@ from huggingface_hub import constants as hf_constants
 from qasr_space.errors import ModelUnavailableError, UnknownModelError
 from qasr_space.models import (ALIGNER_MODEL, ASR_MODELS, FewRowsLinear, ModelManager, asr_model_name, pick_device,
                                use_few_rows_linear)
+from qasr_space.scheduler import SCHEDULER
 from qasr_space.settings import Settings
 
 
@@ -90,7 +91,7 @@ def test_status_says_where_each_model_comes_from(settings, tmp_path):
     assert not offline.available and "HF_HUB_OFFLINE" in offline.note
 
 
-def test_a_load_runs_beside_the_model_thread_and_stalls_nobody(settings, monkeypatch):
+def test_a_load_runs_beside_the_scheduler_and_stalls_nobody(settings, monkeypatch):
     """While one model loads (held open here until the check is done), a model already loaded keeps transcribing."""
     from qasr_space.inference import run_asr
     from tests.checkpoints import SCRIPTED_SENTENCE
@@ -118,7 +119,7 @@ def test_a_load_runs_beside_the_model_thread_and_stalls_nobody(settings, monkeyp
         release.set()
         loader.join()
     assert manager.is_loaded(ASR_MODELS["1.7B"])
-    assert load_threads[0] not in (manager.run_model_work(threading.get_ident), threading.get_ident())
+    assert load_threads[0] not in (SCHEDULER.run(threading.get_ident), threading.get_ident())
 
 
 def test_the_default_cache_holds_every_model_on_a_gpu_and_two_on_the_cpu(settings):
@@ -189,13 +190,13 @@ def test_few_rows_output_is_contiguous_except_from_the_output_layer(manager):
 
 
 def test_model_work_runs_on_one_thread_whoever_asks(model_dir):
-    """Every forward pass happens on the process's one model thread, not in the callers' threads: libgomp keeps a
+    """Every forward pass happens on the scheduler's one consumer thread, not in the callers' threads: libgomp keeps a
     thread pool per calling thread, and too many pools make every parallel region slow."""
     from qasr_space.inference import run_asr
     from tests.media import tone
 
     manager = ModelManager(Settings(model_dir=model_dir, batch_wait_ms=0))
-    model_thread = manager.run_model_work(threading.get_ident)
+    model_thread = SCHEDULER.run(threading.get_ident)
     assert model_thread != threading.get_ident()
     seen, callers = set(), set()
 
@@ -213,24 +214,23 @@ def test_model_work_runs_on_one_thread_whoever_asks(model_dir):
     assert seen == {model_thread} and model_thread not in callers
 
 
-def test_model_work_started_on_the_model_thread_runs_there_at_once(model_dir):
-    manager = ModelManager(Settings(model_dir=model_dir))
+def test_model_work_started_on_the_consumer_runs_there_at_once():
     result = []
     nested = threading.Thread(target=lambda: result.append(
-        manager.run_model_work(manager.run_model_work, threading.get_ident)))
+        SCHEDULER.run(SCHEDULER.run, threading.get_ident)))
     nested.start()
     nested.join(timeout=10)
-    assert result == [manager.run_model_work(threading.get_ident)]
+    assert result == [SCHEDULER.run(threading.get_ident)]
 
 
-def test_model_work_in_a_forked_child_runs_in_the_callers_thread(model_dir):
-    """ZeroGPU runs each GPU call in a forked child, where the model thread does not exist: waiting for it would hang."""
-    manager = ModelManager(Settings(model_dir=model_dir))
-    assert manager.run_model_work(threading.get_ident) != threading.get_ident()  # the thread exists in the parent
+def test_model_work_in_a_forked_child_runs_in_the_callers_thread():
+    """ZeroGPU runs each GPU call in a forked child, where the consumer thread does not exist: waiting for it would
+    hang."""
+    assert SCHEDULER.run(threading.get_ident) != threading.get_ident()  # the thread exists in the parent
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.write(write_end, b"1" if manager.run_model_work(threading.get_ident) == threading.get_ident() else b"0")
+        os.write(write_end, b"1" if SCHEDULER.run(threading.get_ident) == threading.get_ident() else b"0")
         os._exit(0)
     os.close(write_end)
     ready, _, _ = select.select([read_end], [], [], 30)

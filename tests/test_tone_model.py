@@ -96,7 +96,7 @@ def decisive_margin(loaded, clip: np.ndarray, language: str, context: str | None
     """The token greedy decoding takes right after `<asr_text>` (a forced language ends the prompt there) and its
     lead over the runner-up, in logits."""
     inputs = inference._to_model(asr_inputs(loaded.processor, [clip], [language], [context]), loaded)
-    with loaded.lock, torch.inference_mode():
+    with torch.inference_mode():
         logits = loaded.model(**inputs).logits[0, -1].float()
     top = torch.topk(logits, 2)
     return loaded.processor.tokenizer.convert_ids_to_tokens(int(top.indices[0])), float(top.values[0] - top.values[1])

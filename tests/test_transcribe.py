@@ -136,6 +136,13 @@ def test_align_own_text(manager):
     assert result.model == "Qwen/Qwen3-ForcedAligner-0.6B-hf"
 
 
+def test_japanese_is_timed_in_words_as_the_reference_package_splits_them(manager):
+    """nagisa's words, as `qwen-asr` splits Japanese (not one kana or kanji at a time), each with its times."""
+    result = align(tone(3.0), "今日はいい天気ですね。", manager=manager, language="Japanese")
+    assert [w.text.strip() for w in result.words] == ["今日", "は", "いい", "天気", "です", "ね。"]
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(result.words, result.words[1:]))
+
+
 @pytest.mark.parametrize(
     "call, error, words",
     [

@@ -1,0 +1,199 @@
+"""The scheduler: one queue and one consumer thread own every forward pass of the process.
+
+Model work arrives from many threads (Gradio's workers, the REST pool, live sessions, several files at once). Each
+piece is queued here, and the one consumer thread runs it, oldest first:
+
+- **Batching.** A batchable call (`submit`) names its run function, its model's `BatchPolicy` and a key (the options
+  that must match). When the consumer takes it, it takes with it every queued call of the same group (same run, same
+  policy, equal key) up to the policy's `max_size` clips, and runs them as one call. If that is the only call queued,
+  it waits up to `wait_seconds` for company; under load, batches form with no waiting at all. If a merged run raises,
+  each call is run again alone, so only a bad request gets an error. Each run function gives every call exactly what
+  it would get alone (`inference` computes features per clip, and cuts each call back to its own token budget).
+- **One thread for the models.** PyTorch's OpenMP runtime (libgomp) gives every thread that runs a parallel region a
+  pool of worker threads of its own, kept until that thread ends. Once the pools together hold more threads than
+  there are cores, libgomp stops spinning between parallel regions and the thread that made the extra pool runs far
+  slower: each of a CPU decode step's ~200 matrix products waits for its workers to wake (steps 20-35 % slower on 2
+  cores), and on a 16-core GPU machine the same `generate` took 3x as long (BENCHMARKS.md). Gradio serves requests
+  from many threads, so model work must not run in them.
+- **No locks around the models.** Only the consumer runs them, so two requests never run the same weights at once.
+
+Model loads run beside the consumer, in threads of their own (`models.run_in_new_thread`), so a load stalls nobody.
+Work started by the consumer itself (model work inside model work) runs at once, so it cannot deadlock. In a forked
+child (ZeroGPU runs each GPU call in one) the consumer thread does not exist, and the work runs in the caller's
+thread, alone: ZeroGPU switches cross-request batching off anyway (`Settings.batch_requests`).
+
+Continuous batching (requests joining a batch between decoding steps) is what the vLLM engine gives; here a call
+waits for the `generate` in progress to end, then joins the next one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+@dataclass
+class BatchCounter:
+    """How many model calls served how many requests and clips, so tests, `/info` and logs can see batching."""
+
+    model_calls: int = 0
+    requests: int = 0
+    clips: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count_call(self) -> None:
+        with self._lock:
+            self.model_calls += 1
+
+    def count_request(self, clips: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.clips += clips
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"model_calls": self.model_calls, "requests": self.requests, "clips": self.clips}
+
+
+@dataclass(eq=False)
+class BatchPolicy:
+    """How one model's calls batch: at most `max_size` clips a run, `wait_seconds` of waiting for company, and
+    `enabled=False` for one call a run. Calls merge only under the same policy object, so each model has its own."""
+
+    max_size: int = 4
+    wait_seconds: float = 0.0
+    enabled: bool = True
+    counter: BatchCounter = field(default_factory=BatchCounter)
+
+
+@dataclass(eq=False)
+class _Work:
+    """One queued piece of work: a batchable call (`run` over payloads) or, with no policy, one function call."""
+
+    run: Callable[[list[Any]], list[Any]] | Callable[[], Any]
+    payload: Any = None
+    key: Hashable = None
+    policy: BatchPolicy | None = None
+    size: int = 1
+    future: Future = field(default_factory=Future)
+
+    def joins(self, head: _Work) -> bool:
+        return self.policy is head.policy and self.run == head.run and self.key == head.key
+
+
+class Scheduler:
+    """The process's queue of model work and its consumer thread (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._queue: list[_Work] = []
+        self._consumer: threading.Thread | None = None
+
+    def submit(self, run: Callable[[list[P]], list[R]], payload: P, *, policy: BatchPolicy, key: Hashable = None,
+               size: int = 1) -> R:
+        """`run([payload, ...])[i]` for this payload, computed on the consumer together with queued payloads of the
+        same group: the same `run` (a module-level function), the same `policy` and equal `key`s. `size` is how many
+        clips the payload holds, counted against `policy.max_size`."""
+        return self._wait_for(_Work(run, payload, key, policy, max(1, size)))
+
+    def run(self, fn: Callable[..., R], *args, **kwargs) -> R:
+        """`fn(*args, **kwargs)` on the consumer, in turn with the model calls queued before it; never merged."""
+        return self._wait_for(_Work(functools.partial(fn, *args, **kwargs)))
+
+    def on_consumer(self) -> bool:
+        """Whether this thread is the consumer (or a forked child, where work runs in the caller's thread)."""
+        return threading.current_thread() is self._consumer or os.getpid() != self._pid
+
+    def _wait_for(self, work: _Work) -> Any:
+        if self.on_consumer():
+            self._execute([work])
+        else:
+            with self._cond:
+                if self._consumer is None:
+                    self._consumer = threading.Thread(target=self._consume, name="qasr-model", daemon=True)
+                    self._consumer.start()
+                self._queue.append(work)
+                self._cond.notify_all()
+        return work.future.result()
+
+    def _consume(self) -> None:
+        while True:
+            self._execute(self._next_batch())
+
+    def _next_batch(self) -> list[_Work]:
+        """The oldest work, with the queued calls of its group up to the policy's size, once it has waited its
+        `wait_seconds` for company (or the group is full)."""
+        with self._cond:
+            while not self._queue:
+                self._cond.wait()
+            head = self._queue[0]
+            policy = head.policy
+            if policy is None or not policy.enabled:
+                return [self._queue.pop(0)]
+            deadline = time.monotonic() + policy.wait_seconds
+            while True:
+                group = [work for work in self._queue if work.joins(head)]
+                remaining = deadline - time.monotonic()
+                if sum(work.size for work in group) >= policy.max_size or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch, total = [], 0
+            for work in group:
+                if batch and total + work.size > policy.max_size:
+                    continue
+                batch.append(work)
+                total += work.size
+            self._queue = [work for work in self._queue if work not in batch]
+            return batch
+
+    def _execute(self, batch: list[_Work]) -> None:
+        """Run the batch as one call and hand each caller its result; if a merged run raises, run each call alone,
+        so only the failing ones get the error."""
+        head = batch[0]
+        if head.policy is None:
+            _settle(head.future, head.run)
+            return
+        head.policy.counter.count_call()
+        try:
+            results = head.run([work.payload for work in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"a batched run returned {len(results)} results for {len(batch)} requests")
+        except BaseException as exc:
+            if len(batch) > 1 and isinstance(exc, Exception):
+                log.warning("a batch of %d requests failed (%s); running each alone", len(batch), exc)
+                for work in batch:
+                    self._execute([work])
+                return
+            for work in batch:
+                work.policy.counter.count_request(work.size)
+                work.future.set_exception(exc)
+            return
+        if len(batch) > 1:
+            log.info("ran %d requests (%d clips) in one model call", len(batch), sum(work.size for work in batch))
+        for work, result in zip(batch, results):
+            work.policy.counter.count_request(work.size)
+            work.future.set_result(result)
+
+
+def _settle(future: Future, fn: Callable[[], Any]) -> None:
+    try:
+        future.set_result(fn())
+    except BaseException as exc:  # handed to the waiting caller, who raises it
+        future.set_exception(exc)
+
+
+#: The process's scheduler: OpenMP's pools are per process, so every manager shares it.
+SCHEDULER = Scheduler()
