@@ -67,10 +67,12 @@ def upload_limit_bytes(settings: Settings) -> int:
 
 
 def info(manager: ModelManager) -> dict[str, Any]:
-    """What this server offers and its limits, with the batching counters (model calls vs requests served)."""
+    """What this server offers and its limits, the engine that transcribes, and the batching counters (model calls
+    vs requests served)."""
     settings = manager.settings
     return {
         "version": __version__,
+        "engine": manager.engine.name,
         "models": [{"name": name, "hub_id": hub_id} for name, hub_id in ASR_MODELS.items()],
         "default_model": DEFAULT_MODEL,
         "aligner_model": ALIGNER_MODEL,

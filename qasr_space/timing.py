@@ -13,9 +13,9 @@ import unicodedata
 from qasr_space.results import Chunk, Segment, Word
 
 #: Characters after which a subtitle line ends (a sentence is over).
-_SENTENCE_END = frozenset(".!?…。！？｡‼⁇⁈⁉؟।॥")
+SENTENCE_END = frozenset(".!?…。！？｡‼⁇⁈⁉؟।॥")
 #: Characters after which a too-long line is best split (a clause is over).
-_CLAUSE_END = frozenset(",;:，、；：﹐﹑")
+CLAUSE_END = frozenset(",;:，、；：﹐﹑")
 #: Opening punctuation travels with the word after it: Unicode's Ps/Pi categories, plus these (which are Po).
 _OPENERS = frozenset("¿¡")
 
@@ -46,7 +46,7 @@ def _is_opening(char: str) -> bool:
     return unicodedata.category(char) in ("Ps", "Pi") or char in _OPENERS
 
 
-def _alignment_tokens(text: str) -> list[str]:
+def alignment_tokens(text: str) -> list[str]:
     """The words `Qwen3ASRProcessor.split_words_for_alignment` makes for languages other than Japanese and Korean.
 
     Punctuation is dropped without splitting ("3.5" -> "35", "don't" stays whole); whitespace splits; each CJK
@@ -164,7 +164,7 @@ def words_from_alignment(
     return words
 
 
-def _ends_with(text: str, chars: frozenset[str]) -> bool:
+def ends_with(text: str, chars: frozenset[str]) -> bool:
     """Whether `text` ends with one of `chars`, looking past closing quotes and brackets ('ok."' ends a sentence)."""
     text = text.rstrip()
     while text and (unicodedata.category(text[-1]) in ("Pe", "Pf") or text[-1] in "\"'"):
@@ -184,7 +184,7 @@ def _split_at_clause(words: list[Word], max_chars: int) -> tuple[list[Word], lis
     """Split a full line after its last comma-like word, if that keeps at least half a line; else keep it whole.
     Subtitles read better broken at a clause than wherever the line happened to fill up."""
     for k in range(len(words) - 1, -1, -1):
-        if _ends_with(words[k].text, _CLAUSE_END) and len(_text(words[: k + 1])) >= max_chars // 2:
+        if ends_with(words[k].text, CLAUSE_END) and len(_text(words[: k + 1])) >= max_chars // 2:
             return words[: k + 1], words[k + 1 :]
     return words, []
 
@@ -212,7 +212,7 @@ def build_segments(
                 head, current = _split_at_clause(current, max_chars)
                 flush(head)
         current.append(word)
-        if _ends_with(word.text, _SENTENCE_END):
+        if ends_with(word.text, SENTENCE_END):
             flush(current)
             current = []
     if current:
@@ -226,7 +226,7 @@ def segments_from_chunks(chunks: list[Chunk]) -> list[Segment]:
     The segments carry no words, since their times are only estimates."""
     segments: list[Segment] = []
     for chunk in chunks:
-        tokens = _alignment_tokens(chunk.text)
+        tokens = alignment_tokens(chunk.text)
         if tokens:
             untimed = [{"text": token, "start_time": 0.0, "end_time": 0.0} for token in tokens]
             pieces = [s.text for s in build_segments(words_from_alignment(chunk.text, untimed))]

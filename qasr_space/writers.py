@@ -20,7 +20,7 @@ from typing import Callable
 
 from qasr_space.errors import QasrError, shown
 from qasr_space.results import Segment, Transcript, Word
-from qasr_space.timing import (_CLAUSE_END, _SENTENCE_END, _alignment_tokens, _ends_with, build_segments,
+from qasr_space.timing import (CLAUSE_END, SENTENCE_END, alignment_tokens, build_segments, ends_with,
                                segments_from_chunks, words_from_alignment)
 
 #: The broadcast subtitle norm: characters a line, lines a cue, seconds a cue stays on screen.
@@ -93,7 +93,7 @@ def _pieces(segment: Segment) -> list[Word]:
     timed = [w for w in segment.words if w.text.strip()]
     if timed or not segment.text.strip():
         return timed
-    tokens = _alignment_tokens(segment.text)
+    tokens = alignment_tokens(segment.text)
     if not tokens:  # punctuation or symbols only: one piece
         return [Word(segment.text, segment.start, segment.end)]
     untimed = words_from_alignment(segment.text, [{"text": t, "start_time": 0.0, "end_time": 0.0} for t in tokens])
@@ -147,7 +147,7 @@ def _cut(words: list[Word], limits: CueLimits) -> int:
     lengths = list(accumulate(len(text) for text in _spaced(words)))
     for k in range(len(words) - 2, 0, -1):
         half_full = lengths[k - 1] >= limits.line_chars * CUE_LINES / 2 or _seconds(words[:k]) >= limits.seconds / 2
-        if half_full and _ends_with(words[k - 1].text, _SENTENCE_END | _CLAUSE_END):
+        if half_full and ends_with(words[k - 1].text, SENTENCE_END | CLAUSE_END):
             return k
     return len(words) - 1
 

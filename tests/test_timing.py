@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qasr_space.results import Chunk, Segment, Word
-from qasr_space.timing import _alignment_tokens, build_segments, segments_from_chunks, words_from_alignment
+from qasr_space.timing import alignment_tokens, build_segments, segments_from_chunks, words_from_alignment
 
 
 def aligned(*words: str, step: float = 0.5) -> list[dict]:
@@ -25,7 +25,7 @@ def timed(*items: tuple[str, float, float]) -> list[Word]:
 
 def line(text: str, start: float = 0.0, step: float = 0.3) -> list[Word]:
     """Words for `text` with the real tokeniser and evenly spaced times: a stand-in for an aligned transcript."""
-    tokens = _alignment_tokens(text)
+    tokens = alignment_tokens(text)
     starts = [start + i * step for i in range(len(tokens))]
     items = [{"text": t, "start_time": s, "end_time": s + 0.25} for t, s in zip(tokens, starts)]
     return words_from_alignment(text, items)
@@ -129,7 +129,7 @@ def test_no_aligned_words_gives_no_words():
 
 
 def test_tokeniser_matches_transformers():
-    """`_alignment_tokens` stands in for the processor where there are no timestamps; it must cut the same way."""
+    """`alignment_tokens` stands in for the processor where there are no timestamps; it must cut the same way."""
     processing = pytest.importorskip("transformers.models.qwen3_asr.processing_qwen3_asr")
     split = processing.Qwen3ASRProcessor.split_words_for_alignment
     samples = [
@@ -142,7 +142,7 @@ def test_tokeniser_matches_transformers():
     ]
     for text in samples:
         tokens = split(None, text)
-        assert _alignment_tokens(text) == tokens
+        assert alignment_tokens(text) == tokens
         words = words_from_alignment(text, aligned(*tokens))
         assert "".join(w.text for w in words) == text
 
