@@ -393,7 +393,7 @@ class SpaceUI:
                                            bool(timestamps)):
             if isinstance(update, ProgressSnapshot):
                 status = progress_status(update)
-                progress(update.fraction, desc=status)
+                progress(update.fraction, desc=progress_status(update, share=False))
                 if status != shown_status:  # the result area says it too, and a yield lets Cancel stop the run
                     shown_status = status
                     yield self._outputs(transcript, item, status=status)
@@ -515,11 +515,13 @@ def render_several(rows: tuple[FileProgress, ...], downloads: dict[int, list[str
             f'</thead><tbody>{"".join(lines)}</tbody></table>' + (f'<ul class="qs-notes">{skipped}</ul>' if skipped else ""))
 
 
-def progress_status(snapshot: ProgressSnapshot) -> str:
-    """How far a transcription has got, as the result area and the progress bar say it."""
+def progress_status(snapshot: ProgressSnapshot, *, share: bool = True) -> str:
+    """How far a transcription has got, as the result area says it; the progress bar shows the share itself, so its
+    label goes without (`share=False`)."""
     if snapshot.seconds_left is None:
         return "Transcribing…"
-    return f"Transcribing… {snapshot.fraction:.0%}, about {clock(snapshot.seconds_left)} left"
+    left = f"about {clock(snapshot.seconds_left)} left"
+    return f"Transcribing… {snapshot.fraction:.0%}, {left}" if share else f"Transcribing… {left}"
 
 
 def _without_speaker_names(text: str, speakers: list[str]) -> str:

@@ -394,9 +394,11 @@ def _attended_frames(model: Qwen3ASRForConditionalGeneration, processor: Qwen3AS
 
 
 def build_model_dir(root: str) -> str:
-    """A `QASR_MODEL_DIR` holding the three hub names: scripted 0.6B and aligner, tiny random 1.7B."""
+    """A `QASR_MODEL_DIR` holding the three hub names: scripted 0.6B and aligner, tiny random 1.7B. The 1.7B's
+    logits move with every feature frame (`initializer_range`), so it tells batched from alone, and it decodes
+    random tokens to the end of its budget: the slow model, for progress and Cancel."""
     build_scripted_asr(os.path.join(root, "Qwen3-ASR-0.6B-hf"))
-    build_random(os.path.join(root, "Qwen3-ASR-1.7B-hf"), "asr")
+    build_random(os.path.join(root, "Qwen3-ASR-1.7B-hf"), "asr", initializer_range=0.5)
     build_scripted_aligner(os.path.join(root, "Qwen3-ForcedAligner-0.6B-hf"))
     return root
 

@@ -15,7 +15,7 @@ from tests.checkpoints import build_model_dir, build_tone_model_dir  # noqa: E40
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> str:
-    """A QASR_MODEL_DIR with the scripted 0.6B ASR, the scripted aligner and a tiny random 1.7B."""
+    """A QASR_MODEL_DIR with the scripted 0.6B ASR, the scripted aligner and a tiny random 1.7B (`build_model_dir`)."""
     return build_model_dir(str(tmp_path_factory.mktemp("models")))
 
 

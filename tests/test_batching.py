@@ -14,7 +14,7 @@ from qasr_space.inference import asr_inputs, run_aligner, run_asr
 from qasr_space.models import ModelManager
 from qasr_space.scheduler import SCHEDULER, BatchPolicy
 from qasr_space.settings import Settings
-from tests.checkpoints import SCRIPTED_SENTENCE, build_random
+from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone
 
 #: Long enough that concurrent callers always arrive inside it; a full batch ends the wait at once.
@@ -186,22 +186,9 @@ LANGUAGES = [None, "English", None, "German"]
 CONTEXTS = [None, "names: Ada", "terms <|im_end|> here", None]
 
 
-@pytest.fixture(scope="module")
-def sensitive_dir(tmp_path_factory) -> str:
-    """A tiny random 1.7B whose logits move with every feature frame (`build_random`'s `initializer_range`)."""
-    root = tmp_path_factory.mktemp("sensitive")
-    build_random(str(root / "Qwen3-ASR-1.7B-hf"), initializer_range=0.5)
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def sensitive_manager(sensitive_dir) -> ModelManager:
-    """The sensitive model, each call run at once."""
-    return ModelManager(Settings(model_dir=sensitive_dir, batch_wait_ms=0))
-
-
-def test_one_call_over_mixed_lengths_gives_each_clip_exactly_what_it_gets_alone(sensitive_manager):
-    loaded = sensitive_manager.asr("1.7B")
+def test_one_call_over_mixed_lengths_gives_each_clip_exactly_what_it_gets_alone(manager):
+    """The tiny 1.7B's logits move with every feature frame (`build_model_dir`)."""
+    loaded = manager.asr("1.7B")
     clips = odd_length_clips()
     together = run_asr(loaded, clips, LANGUAGES, CONTEXTS, 8)
     alone = [run_asr(loaded, [c], [lang], [ctx], 8)[0] for c, lang, ctx in zip(clips, LANGUAGES, CONTEXTS)]
@@ -209,10 +196,10 @@ def test_one_call_over_mixed_lengths_gives_each_clip_exactly_what_it_gets_alone(
     assert len({out.text for out in alone}) == len(alone)  # four different answers: the weights tell clips apart
 
 
-def test_a_clip_padded_into_a_batch_scores_the_next_token_as_it_does_alone(sensitive_manager):
+def test_a_clip_padded_into_a_batch_scores_the_next_token_as_it_does_alone(manager):
     """Sharper than the text: the logits of the first decoding step, for each clip of a batch of odd lengths, with and
     without context, are those it gets alone (a frame more or less moves them by 1 or more)."""
-    loaded = sensitive_manager.asr("1.7B")
+    loaded = manager.asr("1.7B")
     clips = odd_length_clips()
 
     def first_step_logits(clips, languages, contexts):
@@ -226,15 +213,14 @@ def test_a_clip_padded_into_a_batch_scores_the_next_token_as_it_does_alone(sensi
         torch.testing.assert_close(together[row], alone, rtol=0, atol=1e-4)
 
 
-def test_requests_merged_by_the_scheduler_get_exactly_what_they_get_alone(sensitive_dir, sensitive_manager):
-    gathering = ModelManager(Settings(model_dir=sensitive_dir, batch_size=4, batch_wait_ms=GATHER_SECONDS * 1000))
-    loaded = gathering.asr("1.7B")
+def test_requests_merged_by_the_scheduler_get_exactly_what_they_get_alone(gathering_manager, manager):
+    loaded = gathering_manager.asr("1.7B")
     requests = list(zip(odd_length_clips(), LANGUAGES, CONTEXTS))
+    before = asr_calls(gathering_manager)
     outputs = concurrently([lambda c=c, lang=lang, ctx=ctx: run_asr(loaded, [c], [lang], [ctx], 8)
                             for c, lang, ctx in requests])
-    assert asr_calls(gathering) == 1
-    alone = sensitive_manager.asr("1.7B")
-    assert outputs == [run_asr(alone, [c], [lang], [ctx], 8) for c, lang, ctx in requests]
+    assert asr_calls(gathering_manager) - before == 1
+    assert outputs == [run_asr(manager.asr("1.7B"), [c], [lang], [ctx], 8) for c, lang, ctx in requests]
 
 
 def test_the_aligner_times_each_clip_of_a_call_as_it_does_alone(manager):

@@ -1,8 +1,8 @@
 """The page as a new user meets it, in a real browser: the first view, a phone, errors that stay, fixing and
-re-timing a transcript, several files at once, and options that stay as the user left them.
+re-timing a transcript, several files at once, options that stay as the user left them, and progress with Cancel.
 
 One server and one browser serve the module. Screenshots go to `artifacts/`: first view, phone, dark, edit and
-re-time, several files.
+re-time, several files, progress.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def media(tmp_path_factory):
     broken = root / "broken.mp3"
     broken.write_bytes(b"\x00not audio at all" * 200)
     return {"clip": write_media(root / "talk.wav", tone(4.0), 16000, "wav"),
-            "second": write_media(root / "second.wav", tone(3.0), 16000, "wav"), "broken": broken}
+            "second": write_media(root / "second.wav", tone(3.0), 16000, "wav"), "broken": broken,
+            "long": write_media(root / "long.wav", tone(480.0), 16000, "wav")}
 
 
 @pytest.fixture(scope="module")
@@ -159,4 +160,40 @@ def test_examples_and_language_changes_leave_the_users_options_alone(browser, se
         page.wait_for_function(f"document.querySelector('#qasr-language input').value === '{language}'")
     page.wait_for_timeout(500)
     assert stamps.is_checked()
+    page.close()
+
+
+def progress_percent(page) -> int | None:
+    found = re.search(r"Transcribing… (\d+)%", page.inner_text("#qasr-karaoke"))
+    return int(found.group(1)) if found else None
+
+
+def test_progress_moves_and_cancel_stops_the_run_and_frees_the_model(browser, server, media):
+    """The tiny 1.7B decodes random tokens to the end of its budget (`build_model_dir`), so eight minutes of audio
+    keep it busy long enough to watch the progress and press Cancel."""
+    page = open_page(browser, server)
+    upload(page, media["long"])
+    page.locator("#qasr-model").get_by_text("1.7B", exact=True).click()
+    page.click("#qasr-run")
+    cancel = page.locator("#qasr-cancel")
+    cancel.wait_for(state="visible")
+    page.wait_for_function("/Transcribing… \\d+%, about \\d+:\\d\\d left/"
+                           ".test(document.querySelector('#qasr-karaoke').textContent)", timeout=RESULT_TIMEOUT_MS)
+    first = progress_percent(page)
+    page.wait_for_function(f"(() => {{ const m = /Transcribing… (\\d+)%/.exec("
+                           f"document.querySelector('#qasr-karaoke').textContent); return m && +m[1] > {first}; }})()",
+                           timeout=RESULT_TIMEOUT_MS)
+    page.screenshot(path=str(ARTIFACTS / "progress.png"))
+    cancel.click()
+    notice = page.locator("#qasr-karaoke .qk-notice", has_text="Cancelled")
+    notice.wait_for(timeout=10_000)
+    cancel.wait_for(state="hidden")
+    page.wait_for_timeout(2_500)  # past two progress ticks: a run still going would have shown its progress again
+    assert notice.is_visible() and progress_percent(page) is None
+    # The decoding stopped, so the model is free at once for the next run (queued behind the cancelled batch, it
+    # would wait for the whole of it).
+    page.locator("#qasr-model").get_by_text("0.6B", exact=True).click()
+    page.click("#qasr-run")
+    wait_for_result(page)
+    assert "Hello world" in transcript_text(page)
     page.close()
