@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import ProcessorMixin, StoppingCriteria, StoppingCriteriaList
+from transformers import CompileConfig, ProcessorMixin, StoppingCriteria, StoppingCriteriaList
 from transformers.utils.import_utils import is_nagisa_available, is_soynlp_available
 
 from .audio import SAMPLE_RATE
@@ -26,6 +26,7 @@ from .models import LoadedModel
 from .progress import TranscriptionWatch
 from .results import AsrOutput
 from .scheduler import SCHEDULER
+from .settings import Settings
 
 #: Generous upper bound on tokens per second of speech (fast Chinese or rap runs near 8); sizes max_new_tokens.
 TOKENS_PER_SECOND = 12.0
@@ -245,8 +246,38 @@ class _WatchedRows(StoppingCriteria):
         return self.none_finished
 
 
+#: How `generate` compiles its decoding step on CUDA with the `compile` setting: inductor with CUDA graphs
+#: ("reduce-overhead"): an eager 0.6B decode step is launches and Python (32-34 ms on an H200, against a floor under
+#: 1 ms). `dynamic=None`: the first call compiles for its shapes; the first new batch size, and the first new cache
+#: length, each compile once more with that size symbolic, and from then on a new size costs a graph capture, not a
+#: compile (seen with dynamo on the CPU). `fullgraph=False`: a graph break costs speed, not the request (the decoding
+#: forward traces as one graph under transformers 5.24; bench/bench_gpu.py reports any break).
+COMPILE_CONFIG = CompileConfig(fullgraph=False, dynamic=None, mode="reduce-overhead")
+#: Compiled static caches are this many tokens long, or a multiple of it (see `_cache_options`).
+CACHE_LENGTH_STEP = 256
+
+
 def _cache_options(loaded: LoadedModel, rows: int, prompt_tokens: int, budget: int) -> dict[str, Any]:
-    """`cache_implementation="static"` on the CPU when the call's whole cache fits `STATIC_CACHE_MAX_BYTES`."""
+    """The KV cache, and on CUDA the compilation, of one `generate` call of `rows` rows.
+
+    CPU: `cache_implementation="static"` when the call's whole cache fits `STATIC_CACHE_MAX_BYTES`.
+
+    CUDA with the `compile` setting (`QASR_COMPILE`, read here at each call): a static cache and `COMPILE_CONFIG`, with
+    which `generate` compiles its decoding step (the prefill stays eager) and replays it as CUDA graphs. A compiled
+    step is specialised to the cache's length, and every prompt's length differs, so the length is bucketed: prompt
+    plus budget rounded up to a multiple of `CACHE_LENGTH_STEP`, which calls a few tokens apart share. transformers
+    never shrinks a model's static cache (it keeps the longest allocated so far), so a process meets at most one new
+    length per step up to its longest call: the first costs one more compile, the later ones a graph capture each
+    (`COMPILE_CONFIG`). Not powers of two: attention reads the whole cache length at every step, for every row, and
+    2,100 tokens rounded to 4,096 would nearly double that for the rest of the process.
+
+    Otherwise: the default dynamic cache, eager.
+    """
+    if loaded.device.type == "cuda":
+        if not Settings.from_env().compile:
+            return {}
+        length = -(-(prompt_tokens + budget) // CACHE_LENGTH_STEP) * CACHE_LENGTH_STEP
+        return {"cache_implementation": "static", "max_cache_len": length, "compile_config": COMPILE_CONFIG}
     if loaded.device.type != "cpu":
         return {}
     text = loaded.model.config.get_text_config()

@@ -64,6 +64,10 @@ class Settings:
     vllm_urls: tuple[str, ...] = ()
     #: The Python of the separate vLLM environment (`scripts/vllm_env.sh` builds it), for a server started here.
     vllm_python: str = ".venv-vllm/bin/python"
+    #: On CUDA, decode with a static KV cache and a compiled decoding step replayed as CUDA graphs. Off until measured
+    #: (bench/bench_gpu.py), and never on ZeroGPU, whose per-request GPU processes would compile again for every
+    #: request. `inference._cache_options` reads it from the environment at each call: models do not carry settings.
+    compile: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -96,4 +100,5 @@ class Settings:
             engine=(os.environ.get("QASR_ENGINE") or cls.engine).strip().lower(),
             vllm_urls=tuple(url for url in os.environ.get("QASR_VLLM_URL", "").replace(",", " ").split()),
             vllm_python=os.environ.get("QASR_VLLM_PYTHON") or cls.vllm_python,
+            compile=_env_flag("QASR_COMPILE", cls.compile) and not _env_flag("SPACES_ZERO_GPU"),
         )
