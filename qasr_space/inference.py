@@ -26,7 +26,6 @@ from .models import LoadedModel
 from .progress import TranscriptionWatch
 from .results import AsrOutput
 from .scheduler import SCHEDULER
-from .settings import Settings
 
 #: Generous upper bound on tokens per second of speech (fast Chinese or rap runs near 8); sizes max_new_tokens.
 TOKENS_PER_SECOND = 12.0
@@ -262,7 +261,7 @@ def _cache_options(loaded: LoadedModel, rows: int, prompt_tokens: int, budget: i
 
     CPU: `cache_implementation="static"` when the call's whole cache fits `STATIC_CACHE_MAX_BYTES`.
 
-    CUDA with the `compile` setting (`QASR_COMPILE`, read here at each call): a static cache and `COMPILE_CONFIG`, with
+    CUDA with the `compile` setting (`QASR_COMPILE`, carried by the loaded model): a static cache and `COMPILE_CONFIG`, with
     which `generate` compiles its decoding step (the prefill stays eager) and replays it as CUDA graphs. A compiled
     step is specialised to the cache's length, and every prompt's length differs, so the length is bucketed: prompt
     plus budget rounded up to a multiple of `CACHE_LENGTH_STEP`, which calls a few tokens apart share. transformers
@@ -274,7 +273,7 @@ def _cache_options(loaded: LoadedModel, rows: int, prompt_tokens: int, budget: i
     Otherwise: the default dynamic cache, eager.
     """
     if loaded.device.type == "cuda":
-        if not Settings.from_env().compile:
+        if not loaded.compile:
             return {}
         length = -(-(prompt_tokens + budget) // CACHE_LENGTH_STEP) * CACHE_LENGTH_STEP
         return {"cache_implementation": "static", "max_cache_len": length, "compile_config": COMPILE_CONFIG}

@@ -117,12 +117,14 @@ LOAD_LOCK = threading.Lock()
 
 @dataclass
 class LoadedModel:
-    """A model with its processor, and the policy under which the scheduler merges concurrent calls on it."""
+    """A model with its processor, the policy under which the scheduler merges concurrent calls on it, and whether
+    its decoding is compiled on CUDA (`Settings.compile`)."""
 
     name: str
     model: torch.nn.Module
     processor: object
     policy: BatchPolicy = field(default_factory=BatchPolicy, repr=False)
+    compile: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -265,7 +267,8 @@ class ModelManager:
         kind = "aligner" if model_class is Qwen3ASRForTokenClassification else "asr"
         policy = BatchPolicy(max_size=self.settings.batch_size, wait_seconds=self.settings.batch_wait_ms / 1000,
                              enabled=self.settings.batch_requests, counter=self.batch_counters[kind])
-        return LoadedModel(name=hub_id, model=model, processor=processor, policy=policy)
+        return LoadedModel(name=hub_id, model=model, processor=processor, policy=policy,
+                           compile=self.settings.compile)
 
 
 def run_in_new_thread(fn: Callable[..., R], *args) -> R:

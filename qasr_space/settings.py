@@ -66,7 +66,7 @@ class Settings:
     vllm_python: str = ".venv-vllm/bin/python"
     #: On CUDA, decode with a static KV cache and a compiled decoding step replayed as CUDA graphs. Off until measured
     #: (bench/bench_gpu.py), and never on ZeroGPU, whose per-request GPU processes would compile again for every
-    #: request. `inference._cache_options` reads it from the environment at each call: models do not carry settings.
+    #: request. Each loaded model carries it (`models.LoadedModel.compile`).
     compile: bool = False
 
     @classmethod

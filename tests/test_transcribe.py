@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 
 from qasr_space.audio import SAMPLE_RATE
 from qasr_space.errors import AudioError, LanguageError, NoSpeechError, QasrError
@@ -111,6 +114,33 @@ def test_static_kv_cache_on_the_cpu_while_small_and_the_same_text_either_way(man
     monkeypatch.setattr(inference, "STATIC_CACHE_MAX_BYTES", 0)
     assert inference._cache_options(loaded, len(clips), 100, 40) == {}
     assert [out.text for out in run_asr(loaded, clips, [None, None], [None, None], max_new_tokens=8)] == static
+
+
+class FakeCudaModel(torch.nn.Module):
+    """A fake: the tiny model's config on a device this machine lacks, for the CUDA rule of `_cache_options` (the
+    compiled decoding itself needs a GPU: bench/bench_gpu.py)."""
+
+    device = torch.device("cuda")
+    dtype = torch.bfloat16
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+
+def test_on_cuda_the_compile_setting_gives_a_static_cache_of_bucketed_length(manager, model_dir):
+    from qasr_space.models import LoadedModel
+
+    tiny = manager.asr("1.7B")
+    eager = LoadedModel("cuda-eager", FakeCudaModel(tiny.model.config), tiny.processor)
+    assert inference._cache_options(eager, 4, 300, 1000) == {}  # eager, dynamic cache: the default
+    compiled = replace(eager, compile=True)
+    options = [inference._cache_options(compiled, 4, prompt, budget) for prompt, budget in
+               [(120, 100), (130, 100), (300, 1000), (256, 0)]]
+    assert [o["max_cache_len"] for o in options] == [256, 256, 1536, 256]  # calls a few tokens apart share a graph
+    assert all(o["cache_implementation"] == "static" and o["compile_config"] is inference.COMPILE_CONFIG
+               for o in options)
+    assert ModelManager(Settings(model_dir=model_dir, compile=True)).asr("1.7B").compile
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["processor-sanitizes", "control-tokens-removed"])
