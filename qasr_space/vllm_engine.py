@@ -86,6 +86,8 @@ class _Backend:
     listed: list[str] = field(default_factory=list)
     down_until: float = 0.0
     in_flight: int = 0
+    #: Requests sent here so far: among back ends with as many in flight, the least used takes the next one.
+    picked: int = 0
     token_prompts: bool = True
     problem: str = ""
 
@@ -126,6 +128,8 @@ class VllmEngine(AsrEngine):
             watch.raise_if_cancelled()
         size = asr_model_name(model)
         self.check(size)
+        if not clips:
+            return []
         budget = max_new_tokens or new_tokens_for(max(len(clip) for clip in clips) / SAMPLE_RATE)
         progress = _Progress(watch, [len(clip) / SAMPLE_RATE for clip in clips], budget)
         jobs = list(zip(clips, languages, contexts))
@@ -163,24 +167,20 @@ class VllmEngine(AsrEngine):
         if options.get("min_new_tokens"):
             sampling["min_tokens"] = int(options["min_new_tokens"])
         audio = base64.b64encode(_wav_bytes(clip)).decode("ascii")
-        control = bool(context) and any(token in context for token in processor.tokenizer.get_added_vocab())
         tried: list[_Backend] = []
         for _ in range(len(self.backends) + 1):
             backend, served = self._pick(size, tried)
             tried.append(backend)
             try:
-                if control and backend.token_prompts:
-                    try:
-                        body = _token_body(served, _token_prompt(processor, clip, language, context), audio, sampling)
-                        token_ids, finish = self._stream(backend, "/inference/v1/generate", body, progress, row)
-                        break
-                    except _TokenPromptsRefused:
-                        backend.token_prompts = False
-                        log.warning("%s does not take token prompts (start it with --enable-scale-out): a context "
-                                    "holding chat control tokens loses them there", backend.url)
-                chat_context = _without_added_tokens(processor, context) if control else context
-                body = _chat_body(served, _prefill(processor, language), chat_context, audio, sampling)
-                token_ids, finish = self._stream(backend, "/v1/chat/completions", body, progress, row)
+                try:
+                    path, body = self.request(backend, served, processor, clip, language, context, audio, sampling)
+                    token_ids, finish = self._stream(backend, path, body, progress, row)
+                except _TokenPromptsRefused:
+                    backend.token_prompts = False
+                    log.warning("%s does not take token prompts (start it with --enable-scale-out): a context "
+                                "holding chat control tokens loses them there", backend.url)
+                    path, body = self.request(backend, served, processor, clip, language, context, audio, sampling)
+                    token_ids, finish = self._stream(backend, path, body, progress, row)
                 break
             except _BackendFailed as exc:
                 self._mark_down(backend, str(exc))
@@ -188,6 +188,17 @@ class VllmEngine(AsrEngine):
             raise ModelUnavailableError(self._unavailable_message(size))
         parsed = processor.decode(token_ids, return_format="parsed")
         return AsrOutput(text=parsed["transcription"], language=parsed["language"], truncated=finish == "length")
+
+    def request(self, backend: _Backend, served: str, processor, clip: np.ndarray, language: str | None,
+                context: str | None, audio: str, sampling: dict) -> tuple[str, dict]:
+        """The path and body of one clip's request to `backend` (`audio`: the clip as base64 WAV): the chat route,
+        or the token route for a context holding added tokens (see the module docstring)."""
+        control = bool(context) and any(token in context for token in processor.tokenizer.get_added_vocab())
+        if control and backend.token_prompts:
+            return "/inference/v1/generate", _token_body(
+                served, _token_prompt(processor, clip, language, context), audio, sampling)
+        chat_context = _without_added_tokens(processor, context) if control else context
+        return "/v1/chat/completions", _chat_body(served, _prefill(processor, language), chat_context, audio, sampling)
 
     def _stream(self, backend: _Backend, path: str, body: dict, progress: _Progress,
                 row: int) -> tuple[list[int], str | None]:
@@ -228,13 +239,16 @@ class VllmEngine(AsrEngine):
         flight, and the name it serves it under; those marked down come last. With none left, a server started here
         is waited for (it may be restarting) and tried again. Raises `ModelUnavailableError` naming what each back
         end serves, or why it cannot be used."""
+        if self.server is not None and not tried:
+            self.server.wait_healthy()  # still starting, or restarting: no request can go anywhere else
         now = time.monotonic()
         left = [backend for backend in self.backends if backend not in tried]
         for group in ([b for b in left if b.down_until <= now], [b for b in left if b.down_until > now]):
             serving = [backend for backend in group if self._serves(backend, size)]
             if serving:
                 with self._lock:
-                    backend = min(serving, key=lambda b: b.in_flight)
+                    backend = min(serving, key=lambda b: (b.in_flight, b.picked))
+                    backend.picked += 1
                 return backend, backend.served[size]
         if self.server is not None and self.server.wait_healthy():
             backend = self.backends[0]

@@ -2,8 +2,10 @@
 on the same weights (`build_vllm_model_dirs`: the tone model as 0.6B, whose word names the tone band of the clip).
 
 Two servers are shared by the whole module: one the engine starts and supervises itself (`QASR_ENGINE=vllm`, no URL)
-and one started here. The tests that kill a server come last. `tests/run.sh` runs this module in a pass of its own,
-after the vLLM environment is built; without that environment the module is skipped, except under CI.
+and one started here. The first test kills the supervised one, which starts again while the next tests run on the
+other; the scale-out test kills the other, and the last test stops the supervised one. `tests/run.sh` runs this
+module in a pass of its own, after the vLLM environment is built; without that environment the module is skipped,
+except under CI.
 
 Clips are 1 s or longer: vLLM pads the encoder's last chunk of a shorter clip differently, so its tokens differ.
 """
@@ -55,11 +57,19 @@ def servers(python, model_dirs, tmp_path_factory):
     try:
         external.wait_healthy()
         assert engine.server.wait_healthy(), engine.server.log_tail()
-        engine.check("0.6B")
         yield engine, external
     finally:
         engine.close()
         external.kill()
+
+
+@pytest.fixture(scope="module")
+def engine(servers, model_dirs):
+    """An engine over the external server (`QASR_VLLM_URL`)."""
+    engine = vllm_engine(model_dirs, servers[1].url)
+    engine.check("0.6B")
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +89,25 @@ def vllm_engine(model_dirs, *urls):
     return ModelManager(Settings(model_dir=model_dirs[1], engine="auto", vllm_urls=tuple(urls))).engine
 
 
+#: The supervised server's first process group, killed by the first test.
+KILLED_PIDS: list[int] = []
+
+
+def test_supervised_server_restarts(servers):
+    """`QASR_ENGINE=vllm` with no URL: the engine's own server is started again at once when it dies. It comes back
+    while the next tests run on the external server; the last test uses it and stops it."""
+    supervised, _ = servers
+    server = supervised.server
+    assert supervised.name == "vllm" and supervised.backends[0].url == server.url
+    KILLED_PIDS.append(server.pid)
+    os.killpg(server.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.restarts == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.restarts == 1 and server.pid != KILLED_PIDS[0]
+    assert not supervised.is_ready("0.6B")
+
+
 CASES = [
     pytest.param([None] * 5, [None] * 5, id="auto"),
     pytest.param(["English"] * 5, [None] * 5, id="forced"),
@@ -88,12 +117,11 @@ CASES = [
 
 
 @pytest.mark.parametrize("languages, contexts", CASES)
-def test_same_prompts_as_transformers(servers, languages, contexts):
+def test_same_prompts_as_transformers(engine, languages, contexts):
     """The prompt the server builds is, token for token, the processor's: context in the system turn, a forced
     language prefilled, and chat control tokens in the context kept as plain text."""
     from qasr_space.inference import asr_inputs
 
-    engine, _ = servers
     backend, served = engine.backends[0], engine.backends[0].served["0.6B"]
     processor = engine.processor("0.6B")
     for clip, language, context in zip(CLIPS, languages, contexts):
@@ -106,8 +134,7 @@ def test_same_prompts_as_transformers(servers, languages, contexts):
 
 
 @pytest.mark.parametrize("languages, contexts", CASES)
-def test_same_text_and_language_as_transformers(servers, transformers_engine, languages, contexts):
-    engine, _ = servers
+def test_same_text_and_language_as_transformers(engine, transformers_engine, languages, contexts):
     expected = transformers_engine.transcribe("0.6B", CLIPS, languages, contexts)
     got = engine.transcribe("0.6B", CLIPS, languages, contexts)
     assert got == expected
@@ -115,8 +142,7 @@ def test_same_text_and_language_as_transformers(servers, transformers_engine, la
     assert [output.language for output in got] == [None if forced else "English" for forced in languages]
 
 
-def test_truncation_and_min_new_tokens(servers, transformers_engine):
-    engine, _ = servers
+def test_truncation_and_min_new_tokens(engine, transformers_engine):
     for options in ({"max_new_tokens": 2}, {"max_new_tokens": 12, "min_new_tokens": 8}):
         expected = transformers_engine.transcribe("0.6B", CLIPS[:3], [None] * 3, [None] * 3, **options)
         got = engine.transcribe("0.6B", CLIPS[:3], [None] * 3, [None] * 3, **options)
@@ -125,12 +151,11 @@ def test_truncation_and_min_new_tokens(servers, transformers_engine):
     assert [output.truncated for output in short] == [True, True]
 
 
-def test_progress_and_cancel(servers):
+def test_progress_and_cancel(engine):
     """A watch hears every token; cancelled, the call stops at the next one and the server drops the requests."""
     from qasr_space.errors import Cancelled
     from qasr_space.progress import TranscriptionWatch
 
-    engine, _ = servers
     watch = TranscriptionWatch()
     engine.transcribe("0.6B", CLIPS[:2], [None] * 2, [None] * 2, watch=watch)
     snapshot = watch.snapshot()
@@ -161,10 +186,9 @@ def test_progress_and_cancel(servers):
         engine.transcribe("0.6B", CLIPS[:1], [None], [None], watch=cancelled)
 
 
-def test_clear_errors(servers, model_dirs):
+def test_clear_errors(engine, model_dirs):
     from qasr_space.errors import ModelUnavailableError, UnknownModelError
 
-    engine, external = servers
     with pytest.raises(ModelUnavailableError, match=r"1\.7B .*not served.*serves Qwen/Qwen3-ASR-0\.6B-hf"):
         engine.check("1.7B")
     with pytest.raises(UnknownModelError, match="Unknown model"):
@@ -182,7 +206,7 @@ def test_transcribe_end_to_end(servers, model_dirs):
     from qasr_space.settings import Settings
     from qasr_space.transcribe import transcribe
 
-    engine, external = servers
+    _, external = servers
     manager = ModelManager(Settings(model_dir=model_dirs[1], vllm_urls=(external.url,)))
     assert manager.engine.name == "vllm"
     audio = np.concatenate([tone_clip(3, 4.0), tone_clip(3, 3.0)])
@@ -196,8 +220,9 @@ def test_transcribe_end_to_end(servers, model_dirs):
 def test_scale_out_survives_a_killed_back_end(servers, model_dirs):
     """Two back ends share the requests; one is killed mid-run and every request still completes, its own
     retried on the other."""
-    engine, external = servers
-    spread = vllm_engine(model_dirs, engine.server.url, external.url)
+    supervised, external = servers
+    spread = vllm_engine(model_dirs, supervised.server.url, external.url)
+    assert supervised.server.wait_healthy()  # back after the first test
     options = {"max_new_tokens": 400, "min_new_tokens": 400}  # a few seconds per request
     results: list = []
     calls = [threading.Thread(target=lambda: results.append(
@@ -214,28 +239,24 @@ def test_scale_out_survives_a_killed_back_end(servers, model_dirs):
     for call in calls:
         call.join(timeout=300)
     assert len(results) == 3
-    expected = engine.transcribe("0.6B", CLIPS[:4], [None] * 4, [None] * 4, **options)
+    expected = supervised.transcribe("0.6B", CLIPS[:4], [None] * 4, [None] * 4, **options)
     assert all(result == expected for result in results)
     assert killed_back_end.down_until > 0
     spread.close()
 
 
-def test_supervised_server_restarts_and_stops(servers):
-    """`QASR_ENGINE=vllm` with no URL: the engine's own server is started again after it is killed, serves, and is
-    stopped with the engine."""
-    engine, _ = servers
-    server = engine.server
-    first_pid = server.pid
-    os.killpg(first_pid, signal.SIGKILL)
-    got = engine.transcribe("0.6B", CLIPS[:2], [None] * 2, [None] * 2)  # waits for the restart
+def test_supervised_server_stops_on_close(servers):
+    """The engine's own server, killed by the first test, was started again, serves, and stops with the engine."""
+    supervised, _ = servers
+    server = supervised.server
+    got = supervised.transcribe("0.6B", CLIPS[:2], [None] * 2, [None] * 2)
     assert [output.text for output in got] == WORDS[:2]
-    second_pid = server.pid
-    assert server.restarts == 1 and second_pid != first_pid
-    engine.close()
+    pid = server.pid
+    supervised.close()
     assert server.pid is None and not server.healthy()
-    for pid in (first_pid, second_pid):
+    for group in (*KILLED_PIDS, pid):
         with pytest.raises(ProcessLookupError):
-            os.killpg(pid, 0)  # no process of either server's group is left
+            os.killpg(group, 0)  # no process of either server's group is left
 
 
 def _base64_wav(clip: np.ndarray) -> str:
