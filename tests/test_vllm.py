@@ -2,10 +2,10 @@
 on the same weights (`build_vllm_model_dirs`: the tone model as 0.6B, whose word names the tone band of the clip).
 
 Two servers are shared by the whole module: one the engine starts and supervises itself (`QASR_ENGINE=vllm`, no URL)
-and one started here. The first test kills the supervised one, which starts again while the next tests run on the
-other; the scale-out test kills the other, and the last test stops the supervised one. `tests/run.sh` runs this
-module in a pass of its own, after the vLLM environment is built; without that environment the module is skipped,
-except under CI.
+and one started here. The first test kills the supervised one as it starts, and it starts again beside the other;
+the scale-out test kills the other, and the last test stops the supervised one. `tests/run.sh` runs this module in a
+pass of its own, after the vLLM environment is built; without that environment the module is skipped, except under
+CI.
 
 Clips are 1 s or longer: vLLM pads the encoder's last chunk of a shorter clip differently, so its tokens differ.
 """
@@ -44,7 +44,7 @@ def model_dirs(python, tmp_path_factory) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def servers(python, model_dirs, tmp_path_factory):
-    """(the supervised engine, an external server), both serving the 0.6B, started together."""
+    """(the supervised engine, an external server), both serving the 0.6B, starting together (not waited for)."""
     for name, value in SERVER_ENV.items():
         os.environ.setdefault(name, value)
     from qasr_space.models import ModelManager
@@ -52,20 +52,18 @@ def servers(python, model_dirs, tmp_path_factory):
 
     external = start_server(python, os.path.join(model_dirs[1], "Qwen3-ASR-0.6B-hf"), "Qwen/Qwen3-ASR-0.6B-hf",
                             str(tmp_path_factory.mktemp("vllm_logs") / "external.log"))
-    manager = ModelManager(Settings(model_dir=model_dirs[1], engine="vllm", vllm_python=python))
-    engine = manager.engine
+    supervised = ModelManager(Settings(model_dir=model_dirs[1], engine="vllm", vllm_python=python)).engine
     try:
-        external.wait_healthy()
-        assert engine.server.wait_healthy(), engine.server.log_tail()
-        yield engine, external
+        yield supervised, external
     finally:
-        engine.close()
+        supervised.close()
         external.kill()
 
 
 @pytest.fixture(scope="module")
 def engine(servers, model_dirs):
     """An engine over the external server (`QASR_VLLM_URL`)."""
+    servers[1].wait_healthy()
     engine = vllm_engine(model_dirs, servers[1].url)
     engine.check("0.6B")
     yield engine
@@ -94,11 +92,13 @@ KILLED_PIDS: list[int] = []
 
 
 def test_supervised_server_restarts(servers):
-    """`QASR_ENGINE=vllm` with no URL: the engine's own server is started again at once when it dies. It comes back
-    while the next tests run on the external server; the last test uses it and stops it."""
+    """`QASR_ENGINE=vllm` with no URL: the engine's own server is started again at once when it dies. It is killed
+    while it starts up, so that its second start runs beside the external server's first; the last test has it
+    serve, and stops it."""
     supervised, _ = servers
     server = supervised.server
     assert supervised.name == "vllm" and supervised.backends[0].url == server.url
+    time.sleep(5)  # the API server is importing vLLM, and may have started its engine process
     KILLED_PIDS.append(server.pid)
     os.killpg(server.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -222,7 +222,7 @@ def test_scale_out_survives_a_killed_back_end(servers, model_dirs):
     retried on the other."""
     supervised, external = servers
     spread = vllm_engine(model_dirs, supervised.server.url, external.url)
-    assert supervised.server.wait_healthy()  # back after the first test
+    assert supervised.server.wait_healthy(), supervised.server.log_tail()  # started again by the first test
     options = {"max_new_tokens": 400, "min_new_tokens": 400}  # a few seconds per request
     results: list = []
     calls = [threading.Thread(target=lambda: results.append(

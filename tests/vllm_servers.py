@@ -71,11 +71,12 @@ class Server:
 
 
 def start_server(python: str, model_dir: str, served_name: str, log_path: str) -> Server:
-    """Start (without waiting) a server of `model_dir` as the app's engine would, on a free port."""
+    """Start (without waiting) a server of `model_dir` as the app's engine would, on a free port, but without
+    compiling the model (`--enforce-eager`): 10-30 s less to start on a small CPU."""
     port = _free_port()
     command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
-               "--dtype", "float32", "--enable-scale-out"]
+               "--dtype", "float32", "--enable-scale-out", "--enforce-eager"]
     with open(log_path, "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env={**os.environ, **SERVER_ENV}, start_new_session=True)
