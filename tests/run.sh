@@ -24,8 +24,10 @@ fi
 
 # Mostly downloads and unpacking (6.5 GB), so it costs the main pass little; it is waited for after that pass.
 vllm_env_log="$(mktemp -t qasr-vllm-env.XXXXXX)"
-scripts/vllm_env.sh >"$vllm_env_log" 2>&1 &
+setsid scripts/vllm_env.sh >"$vllm_env_log" 2>&1 &
 vllm_env_build=$!
+# If a pass fails first, the build (its own process group) stops with this script, not half-way into a later run's.
+trap 'kill -- -"$vllm_env_build" 2>/dev/null || true' EXIT
 python -m pip install -q torch==2.13.0
 python -m pip install -q -r requirements.txt -r requirements-dev.txt
 # The vLLM engine's tests start vLLM servers: they run in a pass of their own, below.
