@@ -155,7 +155,16 @@ class VllmEngine(AsrEngine):
             if size not in self._processors:
                 from transformers import AutoProcessor
 
-                self._processors[size] = AutoProcessor.from_pretrained(self.manager.resolve(ASR_MODELS[size]))
+                source = self.manager.resolve(ASR_MODELS[size])
+                try:
+                    self._processors[size] = AutoProcessor.from_pretrained(source)
+                except (OSError, ValueError) as exc:
+                    reason = str(exc).strip().splitlines()[0][:200].rstrip(".")
+                    raise ModelUnavailableError(
+                        f"The processor of {ASR_MODELS[size]} (its tokenizer and feature extractor, which build the "
+                        f"vLLM engine's prompts) could not be loaded from {source}: {reason}. "
+                        "Connect this machine to the Hugging Face Hub, or set QASR_MODEL_DIR to a folder holding "
+                        f"{ASR_MODELS[size].split('/')[-1]}/.") from exc
             return self._processors[size]
 
     def _one(self, size: str, clip: np.ndarray, language: str | None, context: str | None, budget: int,
