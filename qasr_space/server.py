@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import gradio as gr
@@ -20,6 +21,8 @@ from .rest import openai_router
 from .retention import Janitor
 from .settings import Settings
 from .ui import ASSETS_DIR, EXAMPLES, build_demo
+
+log = logging.getLogger(__name__)
 
 
 def create_demo(settings: Settings | None = None, manager: ModelManager | None = None) -> gr.Blocks:
@@ -75,6 +78,9 @@ def main() -> None:
     """Launch on GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them itself), with the OpenAI-compatible
     route added to the FastAPI app that `launch` returns, then serve until interrupted."""
     manager = ModelManager(zero_gpu_settings(Settings.from_env()))
+    # The engine now, not at the first request: a wrong QASR_ENGINE stops the app here, and a vLLM server that the app
+    # supervises starts while the page loads.
+    log.info("transcribing with the %s engine", manager.engine.name)
     demo = create_demo(manager=manager)
     start_janitor(manager.settings)
     demo.queue(default_concurrency_limit=manager.settings.concurrency_limit)

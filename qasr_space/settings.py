@@ -64,6 +64,8 @@ class Settings:
     vllm_urls: tuple[str, ...] = ()
     #: The Python of the separate vLLM environment (`scripts/vllm_env.sh` builds it), for a server started here.
     vllm_python: str = ".venv-vllm/bin/python"
+    #: The ASR model ("0.6B" or "1.7B") of a vLLM server started here.
+    vllm_model: str = "0.6B"
     #: On CUDA, decode with a static KV cache and a compiled decoding step replayed as CUDA graphs. Off until measured
     #: (bench/bench_gpu.py), and never on ZeroGPU, whose per-request GPU processes would compile again for every
     #: request. Each loaded model carries it (`models.LoadedModel.compile`).
@@ -100,5 +102,6 @@ class Settings:
             engine=(os.environ.get("QASR_ENGINE") or cls.engine).strip().lower(),
             vllm_urls=tuple(url for url in os.environ.get("QASR_VLLM_URL", "").replace(",", " ").split()),
             vllm_python=os.environ.get("QASR_VLLM_PYTHON") or cls.vllm_python,
+            vllm_model=os.environ.get("QASR_VLLM_MODEL") or cls.vllm_model,
             compile=_env_flag("QASR_COMPILE", cls.compile) and not _env_flag("SPACES_ZERO_GPU"),
         )

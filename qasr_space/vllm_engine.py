@@ -49,7 +49,7 @@ from .audio import SAMPLE_RATE
 from .engine import AsrEngine
 from .errors import Cancelled, ConfigError, ModelUnavailableError, UnknownModelError
 from .inference import asr_inputs, new_tokens_for
-from .models import ASR_MODELS, DEFAULT_MODEL, ModelManager, asr_model_name
+from .models import ASR_MODELS, ModelManager, asr_model_name
 from .progress import TranscriptionWatch
 from .results import AsrOutput
 
@@ -104,7 +104,7 @@ class VllmEngine(AsrEngine):
         self._client = httpx.Client(timeout=_TIMEOUT, limits=httpx.Limits(max_connections=256))
         self.server: VllmServer | None = None
         if not urls:
-            hub_id = ASR_MODELS[DEFAULT_MODEL]
+            hub_id = ASR_MODELS[asr_model_name(manager.settings.vllm_model)]
             self.server = VllmServer(manager.settings.vllm_python, manager.resolve(hub_id), hub_id,
                                      dtype=str(manager.dtype).removeprefix("torch."))
             self.server.start()
