@@ -40,7 +40,7 @@ _WORD_SPLITTER_AVAILABLE = {"Japanese": is_nagisa_available, "Korean": is_soynlp
 STATIC_CACHE_MAX_BYTES = 1 << 30
 
 #: transformers 5.23+ can keep chat control tokens in user text as plain text; 5.20.2, the last release for Python
-#: 3.10, cannot, and there the context loses them instead (`_without_control_tokens`).
+#: 3.10, cannot, and there the context loses them instead (`without_control_tokens`).
 _PROCESSOR_SANITIZES = "sanitize_control_tokens" in inspect.signature(ProcessorMixin.apply_chat_template).parameters
 
 
@@ -70,7 +70,7 @@ def _asr_input(processor, clip: np.ndarray, language: str | None, context: str |
     if _PROCESSOR_SANITIZES:
         return processor.apply_transcription_request(audio=[clip], language=[language], prompt=[context or None],
                                                      sanitize_control_tokens=True)
-    cleaned = (_without_control_tokens(processor.tokenizer, context) if context else "") or None
+    cleaned = (without_control_tokens(processor.tokenizer, context) if context else "") or None
     return processor.apply_transcription_request(audio=[clip], language=[language], prompt=[cleaned])
 
 
@@ -99,7 +99,7 @@ def padded_together(parts: list, pad_token_id: int):
     return batch
 
 
-def _without_control_tokens(tokenizer, text: str) -> str:
+def without_control_tokens(tokenizer, text: str) -> str:
     """`text` with every added token of the tokenizer (`<|im_end|>`, `<|audio_pad|>`, ...) removed, repeatedly, so
     removing one cannot join the pieces of another."""
     pattern = re.compile("|".join(re.escape(token) for token in sorted(tokenizer.get_added_vocab(), key=len,

@@ -48,7 +48,7 @@ import soundfile as sf
 from .audio import SAMPLE_RATE
 from .engine import AsrEngine
 from .errors import Cancelled, ConfigError, ModelUnavailableError, UnknownModelError
-from .inference import asr_inputs, new_tokens_for
+from .inference import asr_inputs, new_tokens_for, without_control_tokens
 from .models import ASR_MODELS, ModelManager, asr_model_name
 from .progress import TranscriptionWatch
 from .results import AsrOutput
@@ -391,9 +391,7 @@ def _token_body(served: str, prompt: list[int], audio: str, sampling: dict) -> d
 def _without_added_tokens(processor, text: str | None) -> str | None:
     """`text` with every added token of the tokenizer removed, repeatedly (as `inference` does on transformers
     5.20), so user text cannot close its turn on a server that would read them as control tokens."""
-    from .inference import _without_control_tokens
-
-    return (_without_control_tokens(processor.tokenizer, text) if text else "") or None
+    return (without_control_tokens(processor.tokenizer, text) if text else "") or None
 
 
 def _events(lines: Iterator[str]) -> Iterator[dict]:
