@@ -52,6 +52,7 @@ from .inference import asr_inputs, new_tokens_for, without_control_tokens
 from .models import ASR_MODELS, ModelManager, asr_model_name
 from .progress import TranscriptionWatch
 from .results import AsrOutput
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,23 @@ _MODELS_TIMEOUT = httpx.Timeout(5.0)
 SERVER_START_SECONDS = 600.0
 #: Clips of one call sent at once; vLLM batches them with everyone else's.
 MAX_CONCURRENT_CLIPS = 16
+
+
+#: Audio tokens the encoder makes per second of audio (13 for every 100 feature frames).
+AUDIO_TOKENS_PER_SECOND = 13
+#: The chat template's own tokens, with room to spare.
+_TEMPLATE_TOKENS = 256
+
+
+def model_length(settings: Settings) -> int:
+    """The longest request this app sends, in tokens, rounded up to a multiple of 1024: a chunk's audio tokens, its
+    token budget, the longest context (a token per character at most) and the template. A server started here is
+    limited to it: at the model's own 65,536, vLLM wants 14 GiB of KV cache for the 0.6B in float32 and refuses to
+    start in the 2-4 GiB a CPU server has."""
+    seconds = settings.chunk_seconds
+    tokens = (AUDIO_TOKENS_PER_SECOND * seconds + new_tokens_for(seconds) + settings.max_context_chars
+              + _TEMPLATE_TOKENS)
+    return -(-int(tokens) // 1024) * 1024
 
 
 class _BackendFailed(Exception):
@@ -106,7 +124,8 @@ class VllmEngine(AsrEngine):
         if not urls:
             hub_id = ASR_MODELS[asr_model_name(manager.settings.vllm_model)]
             self.server = VllmServer(manager.settings.vllm_python, manager.resolve(hub_id), hub_id,
-                                     dtype=str(manager.dtype).removeprefix("torch."))
+                                     dtype=str(manager.dtype).removeprefix("torch."),
+                                     extra_args=("--max-model-len", str(model_length(manager.settings))))
             self.server.start()
             urls = [self.server.url]
         self.backends = [_Backend(url.rstrip("/")) for url in urls]
