@@ -37,7 +37,7 @@ class AsrEngine(ABC):
     name: str
 
     @abstractmethod
-    def check(self, model: str) -> None:
+    def check(self, model: str | None) -> None:
         """Raise `ModelUnavailableError` (or `UnknownModelError`) now, before any work, if `model` ("0.6B", "1.7B",
         or any alias) cannot be served."""
 
