@@ -537,8 +537,8 @@ class VllmServer:
                         self.url, process.returncode, self.log_tail())
             _end_group(process)
             if not self._stopping.is_set():
-                self.restarts += 1
                 self._launch()
+                self.restarts += 1
 
 
 def _end_group(process: subprocess.Popen) -> None:
