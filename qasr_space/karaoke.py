@@ -124,18 +124,56 @@ def render_karaoke(transcript: Transcript, audio_url: str, *, title: str | None 
                     "arrow keys move, Enter plays.</span>")
         head.append('<label class="qk-follow"><input type="checkbox" checked> Follow along</label>')
         head.append('<button type="button" class="qk-copy">Copy text</button>')
-    parts = ['<div class="qk-root">']
+    parts = ['<div class="qk-root" role="region" aria-label="Transcript result">']
     if head:
         parts.append(f'<div class="qk-head">{" ".join(head)}</div>')
     parts.append(f'<audio class="qk-audio" controls preload="metadata" src="{escape(audio_url, quote=True)}"></audio>')
     if timed_text:
         parts.append(f'<div class="qk-body"><div class="qk-text" role="group" aria-label="Transcript">{timed_text}'
                      f"</div>{_segment_list(transcript)}</div>")
-    notes = ([status] if status else []) + transcript.warnings
-    if notes:
-        parts.append('<ul class="qk-notes">' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
+    # The status line is a live region, so a screen reader hears the progress, and that the transcript is ready (said
+    # only to it), without looking for them.
+    if status:
+        parts.append(f'<p class="qk-status" role="status">{escape(status)}</p>')
+    else:
+        parts.append(f'<p class="qk-status qk-sr-only" role="status">{"Transcript ready." if timed_text else ""}</p>')
+    if transcript.warnings:
+        parts.append('<ul class="qk-notes">' + "".join(f"<li>{escape(n)}</li>" for n in transcript.warnings) + "</ul>")
     parts.append("</div>")
     return "".join(parts)
+
+
+#: What each download is: (what its link says, what it is for, as the link's tooltip says).
+DOWNLOAD_KINDS = {
+    ".srt": ("SRT subtitles", "Subtitles for video players and editors"),
+    ".vtt": ("VTT subtitles", "Subtitles for web video (HTML5 <track>)"),
+    ".json": ("JSON", "Every word and segment with its times, for programs"),
+    ".txt": ("Plain text", "The transcript as plain text"),
+    ".lrc": ("LRC lyrics", "Enhanced LRC: lyrics with word times, for music players"),
+    ".tsv": ("TSV table", "Start, end and text of each segment, for spreadsheets"),
+    ".zip": ("All files (zip)", "Every file's downloads in one zip"),
+}
+
+
+def download_links(links: list[tuple[str, str]], *, short: bool = False) -> str:
+    """One `a.qk-download` per (url, file name): it says what the file is (or, `short`, just its format), the
+    tooltip what it is for, and the browser saves it under its own name."""
+    items = []
+    for url, name in links:
+        suffix = name[name.rfind("."):].lower() if "." in name else ""
+        label, purpose = DOWNLOAD_KINDS.get(suffix, (name, name))
+        text = suffix[1:].upper() if short and suffix else label
+        items.append(f'<a class="qk-download" href="{escape(url, quote=True)}" download="{escape(name, quote=True)}" '
+                     f'title="{escape(f"{purpose}: {name}", quote=True)}">{escape(text)}</a>')
+    return " ".join(items)
+
+
+def render_downloads(links: list[tuple[str, str]]) -> str:
+    """The result's downloads as one labelled row of links (see `download_links`); nothing at all without files."""
+    if not links:
+        return ""
+    return (f'<div class="qk-downloads" role="group" aria-label="Downloads"><span class="qk-downloads-label">'
+            f'Download</span> {download_links(links)}</div>')
 
 
 def render_notice(message: str, *, error: bool = False) -> str:
@@ -304,23 +342,29 @@ prepare();
 # scroll bars dark too.
 KARAOKE_CSS = """
 .dark & { color-scheme: dark; }
+/* Quiet text that still reads: the theme's own subdued grey is under 3:1 on white. */
+& { --qk-subdued: var(--neutral-500); }
+.dark & { --qk-subdued: var(--neutral-400); }
 .qk-root { display: flex; flex-direction: column; gap: 10px; }
-.qk-head { display: flex; gap: 4px 12px; align-items: baseline; flex-wrap: wrap; }
+.qk-head { display: flex; gap: 4px 12px; align-items: center; flex-wrap: wrap; }
 .qk-title { font-weight: 600; }
-.qk-length { color: var(--body-text-color-subdued); font-variant-numeric: tabular-nums; }
-.qk-hint { color: var(--body-text-color-subdued); font-size: 0.85rem; margin-left: auto; }
+.qk-length { color: var(--qk-subdued); font-variant-numeric: tabular-nums; }
+/* The hint takes a line of its own under the length and the two controls, which sit at the right. */
+.qk-hint { color: var(--qk-subdued); font-size: 0.85rem; order: 9; flex-basis: 100%; }
 .qk-copy {
   font-size: 0.85rem; padding: 2px 10px; border-radius: var(--button-small-radius);
   border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill);
-  color: var(--button-secondary-text-color); cursor: pointer;
+  color: var(--button-secondary-text-color); font-weight: 400; cursor: pointer;
 }
 .qk-notice { padding: 28px 16px; border-radius: var(--block-radius); text-align: center; }
-.qk-placeholder { color: var(--body-text-color-subdued); border: 1px dashed var(--border-color-primary); }
+.qk-placeholder { color: var(--qk-subdued); border: 1px dashed var(--border-color-primary); }
 .qk-error {
   color: var(--error-text-color); background: var(--error-background-fill); border: 1px solid var(--error-border-color);
   text-align: left;
 }
-.qk-follow { display: inline-flex; gap: 6px; align-items: center; font-size: 0.85rem; cursor: pointer; }
+.qk-follow {
+  display: inline-flex; gap: 6px; align-items: center; font-size: 0.85rem; cursor: pointer; margin-left: auto;
+}
 .qk-audio { width: 100%; }
 .qk-body { display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-start; }
 .qk-text, .qk-segments {
@@ -338,7 +382,7 @@ KARAOKE_CSS = """
 }
 .qk-segment:hover { background: var(--background-fill-secondary); }
 .qk-segment.qk-active { background: var(--color-accent-soft); }
-.qk-time { flex: none; color: var(--body-text-color-subdued); font-variant-numeric: tabular-nums; }
+.qk-time { flex: none; color: var(--qk-subdued); font-variant-numeric: tabular-nums; }
 /* The negative margin takes the padding back: a lit word's background reaches into the spaces around it without
    widening them, which made a span per segment look like a double space. */
 .qk-word { cursor: pointer; border-radius: 4px; padding: 1px 2px; margin: 0 -2px; transition: background-color 0.12s; }
@@ -350,6 +394,26 @@ KARAOKE_CSS = """
   display: block; color: var(--qk-speaker); font-weight: 600; font-size: 0.85rem; line-height: 1.4;
   text-transform: none; user-select: none;
 }
-.qk-word.qk-overlap { text-decoration: underline dotted var(--body-text-color-subdued); text-underline-offset: 4px; }
-.qk-notes { margin: 0; padding-left: 1.2em; color: var(--body-text-color-subdued); font-size: 0.9rem; }
+.qk-word.qk-overlap { text-decoration: underline dotted var(--qk-subdued); text-underline-offset: 4px; }
+.qk-status { margin: 0; color: var(--qk-subdued); font-size: 0.9rem; }
+.qk-status:empty { display: none; }
+.qk-sr-only {
+  position: absolute; width: 1px; height: 1px; margin: -1px; padding: 0; overflow: hidden; clip: rect(0 0 0 0);
+  white-space: nowrap; border: 0;
+}
+.qk-notes { margin: 0; padding-left: 1.2em; color: var(--qk-subdued); font-size: 0.9rem; }
+"""
+
+#: The download links' look (`download_links`): small buttons that wrap; used by the result and the several-files table.
+DOWNLOADS_CSS = """
+.qk-downloads { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
+.qk-downloads-label { font-weight: 600; margin-right: 4px; }
+.qk-download {
+  display: inline-block; font-size: 0.85rem; line-height: 1.4; padding: 3px 10px;
+  border-radius: var(--button-small-radius);
+  border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill);
+  color: var(--button-secondary-text-color); text-decoration: none; white-space: nowrap;
+}
+.qk-download:hover { background: var(--button-secondary-background-fill-hover); }
+.qk-download:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 1px; }
 """

@@ -30,7 +30,8 @@ from .audio import SAMPLE_RATE
 from .errors import AudioError, QasrError
 from .fetch import fetch_audio
 from .gpu import ON_ZERO_GPU, on_gpu, user_error
-from .karaoke import KARAOKE_CSS, KARAOKE_JS, clock, render_karaoke, render_notice
+from .karaoke import (DOWNLOADS_CSS, KARAOKE_CSS, KARAOKE_JS, clock, download_links, render_downloads,
+                      render_karaoke, render_notice)
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
 from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, ModelStatus, asr_model_name
 from .diarize import MAX_SPEAKERS, Diarization, SpeakerCount, assign_speakers, parse_speakers, rename_speakers
@@ -81,12 +82,23 @@ SPEAKERS_OFF = "Off"
 SPEAKER_CHOICES = [SPEAKERS_OFF, AUTO, *(str(n) for n in range(2, 7))]
 SPEAKERS_INFO = "Who spoke when: Auto counts the voices, or say how many. Runs offline on the CPU."
 ALIGN_LANGUAGE_INFO = "The language of the text, for splitting it into words; Auto splits at spaces."
-LIVE_NOTE = ("Press record and speak: text appears as you talk (grey words may still change). When you stop, the "
-             "whole recording is transcribed once more, with word timestamps when they are on.")
-API_NOTE = ("**Use it from code.** Every run is also an API: *Use via API* at the foot of the page lists the named "
-            "endpoints for `gradio_client` ([API page](?view=api)). This server also speaks OpenAI's speech-to-text API at "
-            "`/v1/audio/transcriptions`: point an OpenAI client's `base_url` at this page's address plus `/v1`; "
-            "`model=\"whisper-1\"` (many clients' default) gets the 0.6B model.")
+LIVE_NOTE = ("Press Record and speak: text appears as you talk (grey, slanted words may still change). When you "
+             "stop, the whole recording is transcribed once more, with word timestamps when they are on.")
+API_NOTE = ('<p><strong>Use it from code.</strong> Every run is also an API: the <a class="qasr-api-link" '
+            'href="?view=api">API page</a> lists the named endpoints for <code>gradio_client</code>. This server also '
+            "speaks OpenAI's speech-to-text API at <code>/v1/audio/transcriptions</code>: point an OpenAI client's "
+            "<code>base_url</code> at this page's address plus <code>/v1</code>; <code>model=\"whisper-1\"</code> "
+            "(many clients' default) gets the 0.6B model.</p>")
+#: The note's link opens Gradio's API panel, as "Use via API" in the footer does; the footer hides that button on a
+#: narrow page, and a page loaded with ?view=api does not open the panel, so the link clicks the button itself.
+API_NOTE_JS = """
+element.addEventListener('click', (event) => {
+  const link = event.target.closest ? event.target.closest('a.qasr-api-link') : null;
+  const button = document.querySelector('footer button.show-api');
+  if (link && button) { event.preventDefault(); button.click(); }
+});
+"""
+API_NOTE_CSS = "code { font-size: 0.9em; } p { margin: 0; }"
 #: How often a running transcription reports how far it has got.
 PROGRESS_SECONDS = 1.0
 CANCELLED = "Cancelled: nothing more is decoded for this run. Press Transcribe to start again."
@@ -95,20 +107,59 @@ LIVE_STREAM_EVERY_SECONDS = 0.5
 
 
 SEVERAL_CSS = """
-.qs-table { width: 100%; border-collapse: collapse; font-size: 0.9rem; table-layout: fixed; }
-.qs-table th, .qs-table td { text-align: left; padding: 4px 6px; border-bottom: 1px solid var(--border-color-primary);
+.qs-table { width: 100%; border-collapse: collapse; font-size: 0.9rem; table-layout: fixed; margin: 0; }
+.qs-table th, .qs-table td { text-align: left; padding: 6px; border: 0;
+  border-bottom: 1px solid var(--border-color-primary);
   overflow-wrap: anywhere; vertical-align: top; }
+.qs-table th:nth-child(1) { width: 22%; } .qs-table th:nth-child(2) { width: 14%; }
+.qs-table th:nth-child(4) { width: 24%; }
 .qs-table .qs-failed td { color: var(--error-text-color); }
-.qs-table a { margin-right: 6px; }
+.qs-table .qk-download { margin: 0 4px 4px 0; }
 .qs-notes { color: var(--body-text-color-subdued); font-size: 0.85rem; }
+/* On a phone each file is a card: name and status on one line, its result, then its downloads. */
+@media (max-width: 640px) {
+  .qs-table thead { display: none; }
+  .qs-table tr { display: grid; grid-template-columns: 1fr auto; gap: 4px 8px; padding: 8px 0;
+    border-bottom: 1px solid var(--border-color-primary); }
+  .qs-table td { display: block; padding: 0; border: 0; }
+  .qs-table td:nth-child(1) { font-weight: 600; }
+  .qs-table td:nth-child(3), .qs-table td:nth-child(4) { grid-column: 1 / -1; }
+}
+""" + DOWNLOADS_CSS
+LIVE_CSS = """
+.qk-live-label { font-size: var(--block-label-text-size); color: var(--block-label-text-color); margin-bottom: 4px; }
+.qk-live {
+  font-size: 1.1rem; line-height: 1.6; min-height: 2em; padding: 8px 12px; border-radius: var(--block-radius);
+  border: 1px solid var(--border-color-primary); background: var(--block-background-fill);
+}
+.qk-live-empty { color: var(--neutral-500); font-size: 0.95rem; }
+.dark & .qk-live-empty { color: var(--neutral-400); }
+/* Tentative words are grey and italic: still readable (4.5:1 and more), and not told apart by colour alone. */
+.qk-tentative { color: var(--neutral-500); font-style: italic; }
+.dark & .qk-tentative { color: var(--neutral-400); }
 """
-LIVE_CSS = ".qk-live { font-size: 1.1rem; line-height: 1.6; min-height: 2em; } .qk-tentative { color: #888; }"
 
 
 def file_url(path: str) -> str:
     """The URL of a served file, relative so it also works when the app is mounted under a sub-path. Gradio's file
     route answers Range requests, which the <audio> element needs to seek."""
     return "gradio_api/file=" + quote(os.path.abspath(path))
+
+
+def shown_downloads(value: list[str] | str | None) -> str:
+    """Files as the handlers give them (a list of paths, one path, or None) as the page shows them: one labelled row
+    of links that say what each file is (`karaoke.render_downloads`)."""
+    paths = [value] if isinstance(value, str) else value or []
+    return render_downloads([(file_url(path), Path(path).name) for path in paths])
+
+
+def downloads_box(elem_id: str) -> gr.HTML:
+    """An output that takes files and shows `shown_downloads` of them: no empty box before there are any, no
+    "Remove this file" buttons, no link named only by its size. (Its own `postprocess`, not a subclass: Gradio
+    writes a .pyi beside the module of every component subclass.)"""
+    box = gr.HTML(None, css_template=DOWNLOADS_CSS, js_on_load=None, elem_id=elem_id)
+    box.postprocess = shown_downloads
+    return box
 
 
 class ServedFiles:
@@ -505,8 +556,7 @@ def render_several(rows: tuple[FileProgress, ...], downloads: dict[int, list[str
             result = f"{language_line(transcript.language, False)} · {clock(transcript.duration)} · {transcript.text}"
         else:
             result = row.error or ""
-        links = " ".join(f'<a href="{escape(file_url(path), quote=True)}" download>{escape(Path(path).suffix[1:])}</a>'
-                         for path in downloads.get(index, []))
+        links = download_links([(file_url(path), Path(path).name) for path in downloads.get(index, [])], short=True)
         lines.append(f'<tr class="qs-{row.status}"><td>{escape(row.file.name)}</td>'
                      f"<td>{escape(STATUS_LABELS.get(row.status, 'Waiting'))}</td>"
                      f'<td class="qs-result">{escape(result[:300])}</td><td>{links}</td></tr>')
@@ -575,14 +625,25 @@ def _recorded_input(session: LiveSession, folder: str) -> _Input:
     return _Input(audio, _write_wav(audio, folder, "recording.wav"), "recording")
 
 
-def render_live(live: LiveText, *, final: bool = False) -> str:
-    """Live text as HTML: committed text plain, the tentative tail marked as such (once the recording has stopped,
-    nothing is tentative any more); all of it escaped."""
-    if final:
-        return f'<div class="qk-live"><span class="qk-committed">{escape(live.text)}</span></div>'
-    separator = live.text[len(live.committed):len(live.text) - len(live.tentative)]
-    return (f'<div class="qk-live"><span class="qk-committed">{escape(live.committed)}</span>{separator}'
-            f'<span class="qk-tentative">{escape(live.tentative)}</span></div>')
+#: The live text box before the first words, and its label.
+LIVE_PLACEHOLDER = "Press Record: the words appear here as you speak."
+LIVE_LABEL = "Live transcript"
+
+
+def render_live(live: LiveText | None = None, *, final: bool = False) -> str:
+    """Live text as HTML under its label: committed text plain, the tentative tail marked as such (once the recording
+    has stopped, nothing is tentative any more); all of it escaped. Without text yet, a placeholder. The text is a
+    log region, so a screen reader reads out what is added."""
+    if live is None or not live.text:
+        body = f'<span class="qk-live-empty">{escape(LIVE_PLACEHOLDER)}</span>'
+    elif final:
+        body = f'<span class="qk-committed">{escape(live.text)}</span>'
+    else:
+        separator = live.text[len(live.committed):len(live.text) - len(live.tentative)]
+        body = (f'<span class="qk-committed">{escape(live.committed)}</span>{separator}'
+                f'<span class="qk-tentative">{escape(live.tentative)}</span>')
+    return (f'<div class="qk-live-label" id="qk-live-label">{LIVE_LABEL}</div>'
+            f'<div class="qk-live" role="log" aria-labelledby="qk-live-label">{body}</div>')
 
 
 def timestamps_option(language: str, wanted: bool) -> dict:
@@ -614,9 +675,10 @@ def mode_layout(mode: str, language: str) -> tuple:
 
 def _source_layout(kind: str) -> tuple:
     """Show the chosen input; the live microphone runs by itself, and several files have their own button, so the
-    Transcribe button hides for them; their table shows above the single result."""
+    Transcribe button hides for them; their table takes the single result's place (and its placeholder's)."""
     return (*(gr.update(visible=kind == shown) for _, shown in SOURCE_CHOICES),
-            gr.update(visible=kind not in OWN_BUTTON_SOURCES), gr.update(visible=kind == SEVERAL_SOURCE))
+            gr.update(visible=kind not in OWN_BUTTON_SOURCES), gr.update(visible=kind == SEVERAL_SOURCE),
+            gr.update(visible=kind != SEVERAL_SOURCE))
 
 
 def render_ui(manager: ModelManager) -> SpaceUI:
@@ -641,8 +703,7 @@ def render_ui(manager: ModelManager) -> SpaceUI:
             with gr.Column(visible=False, elem_id="qasr-live") as live_box:
                 live_in = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Live microphone",
                                    elem_id="qasr-live-mic")
-                live_out = gr.HTML("", elem_id="qasr-live-text", label="Live transcript", show_label=True,
-                                   css_template=LIVE_CSS)
+                live_out = gr.HTML(render_live(), elem_id="qasr-live-text", css_template=LIVE_CSS)
                 live_session = gr.State(None, time_to_live=IDLE_SECONDS, delete_callback=ui.live_sessions.release)
                 gr.Markdown(LIVE_NOTE)
             with gr.Column(visible=False, elem_id="qasr-several") as several_box:
@@ -667,7 +728,9 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                 context = gr.Textbox(label="Context or hotwords", lines=2, elem_id="qasr-context",
                                      max_length=manager.settings.max_context_chars,
                                      placeholder="Names, terms or a topic the speech is about (optional)")
-                mode = gr.Radio([TRANSCRIBE, ALIGN], value=TRANSCRIBE, label="Mode", elem_id="qasr-mode")
+                mode = gr.Radio([TRANSCRIBE, ALIGN], value=TRANSCRIBE, label="Mode", elem_id="qasr-mode",
+                                info="Align my own text: paste what is said, and get each word's time (no "
+                                     "transcription).")
                 align_in = gr.Textbox(label="Text to align", lines=4, visible=False, elem_id="qasr-align-text",
                                       max_length=manager.settings.max_align_chars,
                                       placeholder="Paste what is said in the audio; each word gets its start and end.")
@@ -675,32 +738,32 @@ def render_ui(manager: ModelManager) -> SpaceUI:
         with gr.Column(scale=3, min_width=320, elem_id="qasr-result"):
             with gr.Column(visible=False) as several_results:
                 several_out = gr.HTML("", elem_id="qasr-several-table", css_template=SEVERAL_CSS)
-                several_zip = gr.File(label="Everything in one zip", interactive=False, elem_id="qasr-several-zip")
-            karaoke = gr.HTML(render_notice(PLACEHOLDER), html_template="${value}", css_template=KARAOKE_CSS,
-                              js_on_load=KARAOKE_JS, elem_id="qasr-karaoke", label="Transcript")
-            with gr.Column(visible=False) as extras:
-                language_out = gr.Markdown("", elem_id="qasr-language-out")
-                speaker_names = gr.Dataframe(headers=["Speaker", "Name"], column_count=(2, "fixed"), type="array",
-                                             interactive=True, static_columns=[0], visible=False,
-                                             label="Speaker names: type a name, then Rename speakers",
-                                             elem_id="qasr-speaker-names")
-                rename_button = gr.Button("Rename speakers", size="sm", visible=False, elem_id="qasr-rename")
-                files_out = gr.File(label="Downloads: SRT, VTT, JSON, TXT, LRC, TSV", file_count="multiple",
-                                    interactive=False, elem_id="qasr-files")
-                with gr.Accordion("Fix the transcript, then re-time it", open=False, elem_id="qasr-edit"):
-                    text_out = gr.Textbox(label="Transcript (editable)", lines=6, max_lines=20, interactive=True,
-                                          buttons=["copy"], elem_id="qasr-text")
-                    retime_button = gr.Button("Re-time", elem_id="qasr-retime")
-                    gr.Markdown("Change any words, then Re-time: the aligner times the new text to the same audio, "
-                                "and the view and every download follow.")
-    gr.Markdown(API_NOTE, elem_id="qasr-api-note")
+                several_zip = downloads_box("qasr-several-zip")
+            with gr.Column() as single_results:
+                karaoke = gr.HTML(render_notice(PLACEHOLDER), html_template="${value}", css_template=KARAOKE_CSS,
+                                  js_on_load=KARAOKE_JS, elem_id="qasr-karaoke", label="Transcript")
+                with gr.Column(visible=False) as extras:
+                    language_out = gr.Markdown("", elem_id="qasr-language-out")
+                    speaker_names = gr.Dataframe(headers=["Speaker", "Name"], column_count=(2, "fixed"), type="array",
+                                                 interactive=True, static_columns=[0], visible=False,
+                                                 label="Speaker names: type a name, then Rename speakers",
+                                                 elem_id="qasr-speaker-names")
+                    rename_button = gr.Button("Rename speakers", size="sm", visible=False, elem_id="qasr-rename")
+                    files_out = downloads_box("qasr-files")
+                    with gr.Accordion("Fix the transcript, then re-time it", open=False, elem_id="qasr-edit"):
+                        text_out = gr.Textbox(label="Transcript (editable)", lines=6, max_lines=20, interactive=True,
+                                              buttons=["copy"], elem_id="qasr-text")
+                        retime_button = gr.Button("Re-time", elem_id="qasr-retime")
+                        gr.Markdown("Change any words, then Re-time: the aligner times the new text to the same audio, "
+                                    "and the view and every download follow.")
+    gr.HTML(API_NOTE, elem_id="qasr-api-note", js_on_load=API_NOTE_JS, css_template=API_NOTE_CSS)
     gr.Markdown(model_status_line(manager.statuses()), elem_id="qasr-models")
     shown = gr.State(None)
     wanted_timestamps = gr.State(True)
     outputs = [language_out, text_out, karaoke, files_out, speaker_names, shown, extras]
 
     source.change(_source_layout, source,
-                  [file_box, record_box, url_box, live_box, several_box, run_button, several_results],
+                  [file_box, record_box, url_box, live_box, several_box, run_button, several_results, single_results],
                   queue=False, api_visibility="private")
     several_button.click(ui.run_several, [several_in, model, language, context, timestamps, speakers],
                          [several_out, several_zip], concurrency_id="several", concurrency_limit=1,

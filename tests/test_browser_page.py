@@ -1,8 +1,9 @@
 """The page as a new user meets it, in a real browser: the first view, a phone, errors that stay, fixing and
-re-timing a transcript, several files at once, options that stay as the user left them, and progress with Cancel.
+re-timing a transcript, several files at once, options that stay as the user left them, progress with Cancel, and
+what a screen reader and a keyboard get: named downloads, a status that is announced, quiet text that still reads.
 
-One server and one browser serve the module. Screenshots go to `artifacts/`: first view, phone, dark, edit and
-re-time, several files, progress.
+One server and one browser serve the module. Screenshots go to `artifacts/`: first view, result, phone, phone result,
+dark, edit and re-time, several files (desktop and phone), progress.
 """
 
 from __future__ import annotations
@@ -54,6 +55,34 @@ def open_page(browser, server, viewport=DESKTOP, theme=""):
 
 def no_sideways_scroll(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+#: The WCAG contrast ratio of an element's text on the first opaque background behind it.
+CONTRAST_JS = """(element) => {
+    const rgb = (css) => (css.match(/[\\d.]+/g) || []).map(Number);
+    const luminance = ([r, g, b]) => {
+        const [R, G, B] = [r, g, b].map(c => {
+            c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+        return 0.2126 * R + 0.7152 * G + 0.0722 * B; };
+    let back = element, fill = null;
+    while (back) {
+        const found = rgb(getComputedStyle(back).backgroundColor);
+        if (found.length === 3 || (found.length === 4 && found[3] === 1)) { fill = found.slice(0, 3); break; }
+        back = back.parentElement;
+    }
+    const [a, b] = [luminance(rgb(getComputedStyle(element).color).slice(0, 3)), luminance(fill || [255, 255, 255])];
+    return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def contrast(page, selector: str) -> float:
+    return page.eval_on_selector(selector, CONTRAST_JS)
+
+
+def transcribe(page, path) -> None:
+    upload(page, path)
+    page.click("#qasr-run")
+    wait_for_result(page)
 
 
 def test_the_first_view_is_the_inputs_a_placeholder_and_the_button_above_the_fold(browser, server):
@@ -196,4 +225,89 @@ def test_progress_moves_and_cancel_stops_the_run_and_frees_the_model(browser, se
     page.click("#qasr-run")
     wait_for_result(page)
     assert "Hello world" in transcript_text(page)
+    page.close()
+
+
+EXPORT_LINKS = ["SRT subtitles", "VTT subtitles", "JSON", "Plain text", "LRC lyrics", "TSV table"]
+
+
+def test_the_result_names_its_downloads_says_it_is_ready_and_keeps_fix_it_in_view(browser, server, media):
+    """At 1280 x 800 the whole result, the downloads and the "Fix the transcript" fold fit without scrolling; the
+    downloads are one row of links that say what each file is (not a list of sizes with "Remove this file" buttons);
+    the status line, a live region, tells a screen reader the transcript is ready; Copy and Follow along share a
+    line."""
+    page = open_page(browser, server)
+    transcribe(page, media["clip"])
+    downloads = page.get_by_role("group", name="Downloads")
+    for name in EXPORT_LINKS:
+        sync_api.expect(downloads.get_by_role("link", name=name, exact=True)).to_be_visible()
+    assert page.locator("#qasr-result").get_by_role("button", name="Remove this file").count() == 0
+    sync_api.expect(page.locator("#qasr-karaoke").get_by_role("status")).to_have_text("Transcript ready.")
+    fold = page.locator("#qasr-edit > button.label-wrap").bounding_box()
+    assert fold["y"] + fold["height"] <= DESKTOP["height"]
+    copy, follow = (page.locator(f"#qasr-karaoke {c}").bounding_box() for c in (".qk-copy", ".qk-follow"))
+    assert abs((copy["y"] + copy["height"] / 2) - (follow["y"] + follow["height"] / 2)) < 4
+    page.screenshot(path=str(ARTIFACTS / "result.png"))
+    page.close()
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_quiet_text_reads_in_both_themes_on_a_phone(browser, server, media, theme):
+    """The length, the hint, the segment times and the placeholder are quiet but legible: 4.5:1 at least (the theme's
+    own subdued grey is 1.9:1 on white)."""
+    page = open_page(browser, server, PHONE, theme)
+    assert contrast(page, "#qasr-karaoke .qk-placeholder") >= 4.5
+    transcribe(page, media["clip"])
+    for quiet in (".qk-length", ".qk-hint", ".qk-time"):
+        assert contrast(page, f"#qasr-karaoke {quiet}") >= 4.5, quiet
+    assert no_sideways_scroll(page)
+    if theme == "light":
+        page.screenshot(path=str(ARTIFACTS / "phone-result.png"), full_page=True)
+    page.close()
+
+
+def test_on_a_phone_the_api_page_is_one_tap_from_the_note(browser, server):
+    """Gradio hides "Use via API" in the footer of a narrow page (and a page opened at ?view=api shows no API
+    panel): the note's link opens the panel itself, on this page."""
+    page = open_page(browser, server, PHONE)
+    assert not page.locator("footer").get_by_text("Use via API").is_visible()
+    link = page.locator("#qasr-api-note").get_by_role("link", name="API page")
+    link.scroll_into_view_if_needed()
+    sync_api.expect(link).to_be_visible()
+    assert "/v1/audio/transcriptions" in page.inner_text("#qasr-api-note")
+    link.click()
+    page.get_by_text("pip install gradio_client").wait_for(timeout=20_000)
+    assert len(page.context.pages) == 1 and "view=api" in page.url
+    page.screenshot(path=str(ARTIFACTS / "phone-api.png"))
+    page.close()
+
+
+def test_several_files_on_a_phone_are_cards_and_nothing_waits_empty_before(browser, server, media):
+    """Before a run the Several files side shows no empty zip box and not the single result's placeholder; after it,
+    each file is a card as wide as the phone, with its downloads and one zip link."""
+    page = open_page(browser, server, PHONE)
+    choose_source(page, "Several files")
+    page.locator("#qasr-run").wait_for(state="hidden")
+    assert not page.locator("#qasr-karaoke").is_visible()
+    assert page.locator("#qasr-several-zip a").count() == 0 and page.locator("#qasr-several-zip").inner_text() == ""
+    page.set_input_files("#qasr-several-in input[type=file]", [str(media["clip"]), str(media["broken"])])
+    page.wait_for_selector("#qasr-several-in td.filename[aria-label='broken.mp3']")
+    page.click("#qasr-several-run")
+    zipped = page.get_by_role("link", name="All files (zip)")
+    zipped.wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert no_sideways_scroll(page)
+    result = page.locator("#qasr-several-table tr.qs-done td.qs-result").bounding_box()
+    assert result["width"] >= PHONE["width"] * 0.6
+    assert page.locator("#qasr-several-table tr.qs-done").get_by_role("link", name="SRT", exact=True).count() == 1
+    page.screenshot(path=str(ARTIFACTS / "several-phone.png"), full_page=True)
+    page.close()
+
+
+def test_the_live_box_is_labelled_before_anyone_speaks(browser, server):
+    page = open_page(browser, server, PHONE, "dark")
+    choose_source(page, "Live")
+    live = page.get_by_role("log", name="Live transcript")
+    sync_api.expect(live).to_be_visible()
+    sync_api.expect(live).to_contain_text("Press Record")
+    assert contrast(page, "#qasr-live-text .qk-live-empty") >= 4.5
     page.close()
