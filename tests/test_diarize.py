@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.der import der, overlap_precision_recall
@@ -125,6 +126,15 @@ def test_two_and_three_voices_are_counted_and_their_turns_found(dialog2, dialog3
         assert scored(dialog, found).rate < 0.02
         # a speaker's two turns across a pause stay two turns, so no collar is needed to score well either
         assert scored(dialog, found, collar=0.0).rate < 0.05
+
+
+def test_the_last_turn_ends_where_its_speech_ends(dialog2):
+    """Silence after the last word is nobody's turn, whatever the audio's length past the last whole window."""
+    last = max(t.end for t in dialog2.turns)
+    for silence in (0.0, 0.7, 3.3):
+        samples = np.pad(dialog2.samples(), (0, round(silence * 16000)))
+        found = diarize(samples, SpeakerCount())
+        assert abs(found.turns[-1].end - last) < 0.2, silence
 
 
 def test_a_count_given_is_honoured(dialog2, dialog3):
