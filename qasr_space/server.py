@@ -20,7 +20,7 @@ from .models import ModelManager
 from .rest import openai_router
 from .retention import Janitor
 from .settings import Settings
-from .ui import ASSETS_DIR, EXAMPLES, build_demo
+from .ui import ASSETS_DIR, EXAMPLES, PAGE_JS, build_demo
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def main() -> None:
     start_janitor(manager.settings)
     demo.queue(default_concurrency_limit=manager.settings.concurrency_limit)
     app, _, _ = demo.launch(prevent_thread_lock=True, max_file_size=upload_limit_bytes(manager.settings),
-                            allowed_paths=[str(ASSETS_DIR)],
+                            allowed_paths=[str(ASSETS_DIR)], js=PAGE_JS,
                             app_kwargs={"middleware": [Middleware(CallGate, blocks=demo)]})
     app.include_router(openai_router(manager))
     close_page_events(app, demo)

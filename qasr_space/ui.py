@@ -99,6 +99,21 @@ element.addEventListener('click', (event) => {
 });
 """
 API_NOTE_CSS = "code { font-size: 0.9em; } p { margin: 0; }"
+#: Run once by the page (`launch(js=...)`): Gradio draws a radio group as a `fieldset` whose title is a `span`, not a
+#: `legend`, so a screen reader announces "group" with no name; each such group is named by its title, also when an
+#: accordion draws one later.
+PAGE_JS = """
+() => {
+  const nameGroups = () => document.querySelectorAll('fieldset:not([aria-labelledby])').forEach((group) => {
+    const title = group.querySelector(':scope > [data-testid="block-info"]');
+    if (!title || !group.id || !group.querySelector('input[type=radio]')) return;
+    title.id = `${group.id}-title`;
+    group.setAttribute('aria-labelledby', title.id);
+  });
+  nameGroups();
+  new MutationObserver(nameGroups).observe(document.body, {childList: true, subtree: true});
+}
+"""
 #: How often a running transcription reports how far it has got.
 PROGRESS_SECONDS = 1.0
 CANCELLED = "Cancelled: nothing more is decoded for this run. Press Transcribe to start again."

@@ -311,3 +311,13 @@ def test_the_live_box_is_labelled_before_anyone_speaks(browser, server):
     sync_api.expect(live).to_contain_text("Press Record")
     assert contrast(page, "#qasr-live-text .qk-live-empty") >= 4.5
     page.close()
+
+
+def test_a_screen_reader_hears_each_choice_with_its_groups_name(browser, server):
+    """Gradio titles a radio group with a `span`, so without the page's script the group has no accessible name."""
+    page = open_page(browser, server, PHONE)
+    for name, choice in (("Audio from", "Upload"), ("Model", "0.6B")):
+        sync_api.expect(page.get_by_role("group", name=name).get_by_role("radio", name=choice)).to_be_visible()
+    page.locator("#qasr-options").get_by_text("Options").first.click()
+    sync_api.expect(page.get_by_role("group", name="Mode").get_by_role("radio", name="Align my own text")).to_be_visible()
+    page.close()
