@@ -259,10 +259,17 @@ def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, serv
     page = open_app(browser, server)
     choose_source(page, "Live")
     page.locator("#qasr-live-mic button", has_text="Record").first.click()
-    page.wait_for_function("document.querySelector('#qasr-live-text .qk-live') && "
-                           "document.querySelector('#qasr-live-text').innerText.includes('scripted model')",
-                           timeout=RESULT_TIMEOUT_MS)
-    page.locator("#qasr-live-mic button", has_text="Stop").first.click()
+    stop = page.locator("#qasr-live-mic button", has_text="Stop").first
+    sync_api.expect(stop, "the recording did not start").to_be_visible(timeout=15_000)
+    try:
+        page.wait_for_function("document.querySelector('#qasr-live-text').innerText.includes('scripted model')",
+                               timeout=RESULT_TIMEOUT_MS)
+    except sync_api.Error:
+        page.screenshot(path=str(ARTIFACTS / "live-no-text.png"), full_page=True)
+        toasts = page.locator(".toast-body").all_inner_texts()
+        raise AssertionError(f"no live text: box {page.locator('#qasr-live-text').inner_text()!r}, "
+                             f"toasts {toasts}") from None
+    stop.click()
     wait_for_result(page)
     assert transcript_text(page) == SCRIPTED_SENTENCE
     assert page.locator("#qasr-karaoke .qk-word").count() == len(SCRIPTED_SENTENCE.split())
