@@ -271,12 +271,15 @@ class SpaceUI:
         """One streamed microphone chunk: keep it in this person's session and show committed + tentative text."""
         if session is not None and session.finished and not session.released:
             return render_live(session.live_text()), session  # a chunk that arrived after the recording ended
+        opened = session is None
         try:
             session = session or self.live_sessions.open()
             session.feed(chunk)
             live = update(session, self.manager, model=model, language=None if language == AUTO else language,
                           context=(context or "").strip() or None, asr=self._transcribe_live_clips)
         except (QasrError, gr.Error) as exc:
+            if opened and session is not None:  # the page keeps no state from a failed call: nothing would free it
+                self.live_sessions.release(session)
             raise page_error(exc) from None
         return render_live(live), session
 
@@ -290,13 +293,12 @@ class SpaceUI:
                     timestamps: bool, speakers: str = SPEAKERS_OFF,
                     progress: Callable = gr.Progress()) -> Iterator[tuple]:
         """Recording stopped: the whole recording once through the pipeline, shown like an upload's result (the text
-        so far after every chunk); then the session state is let go."""
+        so far after every chunk). The page lets the session state go afterwards, in an event of its own."""
         session = session or LiveSession()  # nothing streamed yet: an empty recording, which `close` refuses
         live = render_live(session.live_text(), final=True)
         for outputs in self._shown_errors(self._run(functools.partial(_recorded_input, session), TRANSCRIBE, None,
                                                     model, language, context, timestamps, speakers, progress)):
-            yield (*outputs, live, session)
-        yield (*(gr.skip() for _ in outputs), gr.skip(), None)
+            yield (*outputs, live)
 
     def run(self, source: str, file_path: str | None, recording_path: str | None, url: str | None, mode: str,
             text: str | None, model: str, language: str, context: str | None, timestamps: bool,
@@ -809,8 +811,11 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                    stream_every=LIVE_STREAM_EVERY_SECONDS, concurrency_limit=None, show_progress="hidden",
                    api_visibility="private")
     live_in.start_recording(ui.live_start, live_session, live_session, queue=False, api_visibility="private")
+    # The session is let go after the final pass, not by a last yield of it: an update to the result's extras
+    # right after the yield that shows them can leave them hidden (a race in Gradio's lazy mounting of a column).
     live_in.stop_recording(ui.live_finish, [live_session, model, language, context, timestamps, speakers],
-                           [*outputs, live_out, live_session], api_visibility="private")
+                           [*outputs, live_out], api_visibility="private").then(
+        lambda: None, None, live_session, queue=False, api_visibility="private")
     # A recording reaches the server only after "stop"; until it has, Transcribe would find no recording.
     recording_in.start_recording(lambda: gr.update(interactive=False), None, run_button, queue=False,
                                  api_visibility="private")

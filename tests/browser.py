@@ -4,7 +4,8 @@
 `QASR_MODEL_DIR`, and yields its base URL once the page answers. `launch_chromium` opens the system Chromium
 (Playwright's own browsers are never installed). Both take extras, e.g. a fake microphone:
 `launch_chromium(p, extra_args=["--use-fake-device-for-media-stream", ...])`. `static_server` serves a folder on
-127.0.0.1 for URL inputs, silently. `upload` and `wait_for_result` drive the page: a file in, a result out.
+127.0.0.1 for URL inputs, silently. `upload` and `wait_for_result` drive the page: a file in, a result out;
+`record_queue_messages` keeps what the server streamed to a page, for a failing test to show.
 """
 
 from __future__ import annotations
@@ -92,6 +93,37 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> 
 def launch_chromium(playwright, *, extra_args: Sequence[str] = ()):
     """Headless system Chromium that may autoplay (tests mute the player themselves)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra_args])
+
+
+#: Keeps every message of the page's queue streams (`/queue/data`) in `window.__queueMessages`, stamped with the
+#: page's clock, so a test that fails can tell what the server sent from what the page drew.
+_RECORD_QUEUE_MESSAGES = """
+window.__queueMessages = [];
+const pageFetch = window.fetch;
+window.fetch = async (...args) => {
+  const response = await pageFetch(...args);
+  if (String(args[0]?.url ?? args[0]).includes("/queue/data")) {
+    const reader = response.clone().body.getReader();
+    const decoder = new TextDecoder();
+    (async () => {
+      for (let part = await reader.read(); !part.done; part = await reader.read()) {
+        window.__queueMessages.push(`${performance.now().toFixed(0)} ms ${decoder.decode(part.value)}`);
+      }
+    })();
+  }
+  return response;
+};
+"""
+
+
+def record_queue_messages(page) -> None:
+    """From the next navigation on, keep what the server streams to `page` (read back with `queue_messages`)."""
+    page.add_init_script(_RECORD_QUEUE_MESSAGES)
+
+
+def queue_messages(page) -> str:
+    """What the server has streamed to a page that `record_queue_messages` was called on."""
+    return "".join(page.evaluate("window.__queueMessages ?? []"))
 
 
 #: How long a test waits for a transcription's result on the page.

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.browser import (ARTIFACTS, RESULT_TIMEOUT_MS, app_server, choose_source, launch_chromium, open_section,
-                           static_server, transcript_text, upload, wait_for_result)
+                           queue_messages, record_queue_messages, static_server, transcript_text, upload,
+                           wait_for_result)
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone, write_media
 
@@ -65,6 +66,7 @@ def browser(media):
 def open_app(browser, server):
     page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True,
                             permissions=["microphone"])
+    record_queue_messages(page)  # for a failing test to show what the server sent
     page.goto(server)
     page.wait_for_selector("#qasr-run")
     return page
@@ -260,9 +262,10 @@ def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, serv
     choose_source(page, "Live")
     record = page.locator("#qasr-live-mic button", has_text="Record").first
     stop = page.locator("#qasr-live-mic button", has_text="Stop").first
-    # About one recording in three here gets no live text at all: Stop shows, the box keeps its placeholder and no
-    # toast appears (cause not found yet). The first such recording is kept as evidence in artifacts/ and recorded
-    # again once; a second one fails the test.
+    # In session 8, some recordings here got no live text at all: Stop showed, the box kept its placeholder and no
+    # toast appeared. It has not been seen since (0 in 60 recordings, alone, in the module and under CPU load), and its
+    # cause is not known. Should it come back, the first such recording is kept in artifacts/ with what the server
+    # streamed, and recorded again once; a second one fails the test.
     for attempt in (1, 2):
         record.click()
         sync_api.expect(stop, "the recording did not start").to_be_visible(timeout=15_000)
@@ -274,13 +277,17 @@ def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, serv
             page.screenshot(path=str(ARTIFACTS / f"live-no-text-{attempt}.png"), full_page=True)
             toasts = page.locator(".toast-body").all_inner_texts()
             message = f"no live text: box {page.locator('#qasr-live-text').inner_text()!r}, toasts {toasts}"
-            (ARTIFACTS / f"live-no-text-{attempt}.txt").write_text(message)
+            (ARTIFACTS / f"live-no-text-{attempt}.txt").write_text(f"{message}\n\n{queue_messages(page)}")
             if attempt == 2:
                 raise AssertionError(message) from None
             stop.click()
             wait_for_result(page)
     stop.click()
-    wait_for_result(page)
+    try:
+        wait_for_result(page)
+    except sync_api.Error:
+        (ARTIFACTS / "live-no-result.txt").write_text(queue_messages(page))
+        raise
     assert transcript_text(page) == SCRIPTED_SENTENCE
     assert page.locator("#qasr-karaoke .qk-word").count() == len(SCRIPTED_SENTENCE.split())
     page.close()

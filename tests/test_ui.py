@@ -291,11 +291,10 @@ def test_live_microphone_shows_text_while_speaking_then_the_full_result(ui):
     assert SCRIPTED_SENTENCE in html.unescape(shown[-1])
     assert "qk-tentative" in shown[-1] and "<img" not in shown[-1]
     updates = list(ui.live_finish(session, "0.6B", AUTO, None, True, progress=no_progress))
-    assert updates[0][:2] == ("", "") and updates[0][8] is session  # "Transcribing…" first, like an upload
-    language, text, karaoke, files, _, _, _, live, state = updates[-2]
+    assert updates[0][:2] == ("", "")  # "Transcribing…" first, like an upload
+    language, text, karaoke, files, _, _, _, live = updates[-1]
     assert (language, text) == ("Detected: English", SCRIPTED_SENTENCE) and session.finished
     assert "qk-tentative" not in live and SCRIPTED_SENTENCE in html.unescape(live)  # stopped: nothing is grey
-    assert updates[-1][-1] is None  # then the session state is let go
     assert [w for w, *_ in words_in(karaoke)] == SCRIPTED_SENTENCE.split()
     assert {Path(f).suffix for f in files} == EXPORT_SUFFIXES
     assert "recording.wav" in karaoke
@@ -313,7 +312,7 @@ def test_live_sessions_of_two_people_stay_apart(ui):
 def test_live_stop_without_recording_is_a_clear_error(ui):
     for session in (None, LiveSession()):
         updates = list(ui.live_finish(session, "0.6B", AUTO, None, True, progress=no_progress))
-        assert "Nothing was recorded" in refusal([u[:7] for u in updates[:-1]])
+        assert "Nothing was recorded" in refusal([u[:7] for u in updates])
 
 
 class FakeZeroGPU:
@@ -357,7 +356,7 @@ def test_every_model_call_of_the_page_crosses_a_zero_gpu_boundary(manager, tmp_p
         html_text, session = zero_ui.live_update(chunk, session, "0.6B", AUTO, None)
     assert SCRIPTED_SENTENCE in html.unescape(html_text) and session.model_calls >= 2
     assert len(fake.durations) - asked == session.model_calls  # each live model call went through spaces.GPU
-    assert list(zero_ui.live_finish(session, "0.6B", AUTO, None, True, progress=no_progress))[-2][1] == SCRIPTED_SENTENCE
+    assert list(zero_ui.live_finish(session, "0.6B", AUTO, None, True, progress=no_progress))[-1][1] == SCRIPTED_SENTENCE
     assert len(fake.durations) - asked == session.model_calls + 1
     assert all(gpu.BASE_GPU_SECONDS <= d <= gpu.MAX_GPU_SECONDS for d in fake.durations)
 
@@ -437,9 +436,13 @@ def test_live_recordings_are_capped_in_number_and_length(model_dir, tmp_path, up
 
 
 def test_a_live_update_refuses_a_context_over_the_limit(ui):
-    """The page's box caps its length, but a forged call can send anything: every update would repeat it."""
-    with pytest.raises(gr.Error, match="context is 1,048,576 characters long"):
-        ui.live_update(mic_chunks(1.0)[0], None, "0.6B", AUTO, "c" * (1 << 20))
+    """The page's box caps its length, but a forged call can send anything: every update would repeat it. A refused
+    call keeps no recording slot: the page keeps no state from it, so its next chunk opens another."""
+    active = ui.live_sessions.active()
+    for _ in range(ui.settings.max_live_sessions + 1):
+        with pytest.raises(gr.Error, match="context is 1,048,576 characters long"):
+            ui.live_update(mic_chunks(1.0)[0], None, "0.6B", AUTO, "c" * (1 << 20))
+    assert ui.live_sessions.active() == active
 
 
 @pytest.mark.parametrize("chunk, message", [
@@ -449,8 +452,10 @@ def test_a_live_update_refuses_a_context_over_the_limit(ui):
     ((48000, np.full(4800, np.nan, np.float32)), "NaN or infinity"),
 ])
 def test_absurd_live_chunks_are_refused(ui, chunk, message):
+    active = ui.live_sessions.active()
     with pytest.raises(gr.Error, match=message):
         ui.live_update(chunk, None, "0.6B", AUTO, None)
+    assert ui.live_sessions.active() == active
 
 
 def test_a_chunk_after_stop_joins_no_recording_and_start_begins_a_new_one(model_dir, tmp_path, uploads):
@@ -458,7 +463,7 @@ def test_a_chunk_after_stop_joins_no_recording_and_start_begins_a_new_one(model_
     session = None
     for chunk in mic_chunks(1.0):
         _, session = page.live_update(chunk, session, "0.6B", AUTO, None)
-    assert list(page.live_finish(session, "0.6B", AUTO, None, False, progress=no_progress))[-2][1] == SCRIPTED_SENTENCE
+    assert list(page.live_finish(session, "0.6B", AUTO, None, False, progress=no_progress))[-1][1] == SCRIPTED_SENTENCE
     recorded = session.seconds
     _, late = page.live_update(mic_chunks(0.5)[0], session, "0.6B", AUTO, None)  # arrives after the stop
     assert late is session and session.seconds == recorded and page.live_sessions.active() == 0
