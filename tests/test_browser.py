@@ -263,7 +263,7 @@ def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, serv
     record = page.locator("#qasr-live-mic button", has_text="Record").first
     stop = page.locator("#qasr-live-mic button", has_text="Stop").first
     # In session 8, some recordings here got no live text at all: Stop showed, the box kept its placeholder and no
-    # toast appeared. It has not been seen since (0 in 60 recordings, alone, in the module and under CPU load), and its
+    # toast appeared. It has not been seen since (0 in over 70 recordings, alone, in the module and under CPU load), and its
     # cause is not known. Should it come back, the first such recording is kept in artifacts/ with what the server
     # streamed, and recorded again once; a second one fails the test.
     for attempt in (1, 2):

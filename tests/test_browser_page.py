@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import (ARTIFACTS, RESULT_TIMEOUT_MS, choose_source, chromium, module_server, open_section,
-                           transcript_text, upload, wait_for_result)
+                           queue_messages, record_queue_messages, transcript_text, upload, wait_for_result)
 from tests.media import tone, write_media
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -48,6 +48,7 @@ def browser():
 
 def open_page(browser, server, viewport=DESKTOP, theme=""):
     page = browser.new_page(viewport=viewport, accept_downloads=True)
+    record_queue_messages(page)  # for a failing test to show what the server sent
     page.goto(server + (f"?__theme={theme}" if theme else ""))
     page.wait_for_selector("#qasr-run")
     return page
@@ -223,7 +224,12 @@ def test_progress_moves_and_cancel_stops_the_run_and_frees_the_model(browser, se
     # would wait for the whole of it).
     page.locator("#qasr-model").get_by_text("0.6B", exact=True).click()
     page.click("#qasr-run")
-    wait_for_result(page)
+    try:
+        wait_for_result(page)
+    except sync_api.Error:  # what the page got, should the run after Cancel not start (seen on a branch)
+        page.screenshot(path=str(ARTIFACTS / "cancel-then-run.png"), full_page=True)
+        (ARTIFACTS / "cancel-then-run.txt").write_text(queue_messages(page))
+        raise
     assert "Hello world" in transcript_text(page)
     page.close()
 
