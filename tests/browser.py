@@ -117,13 +117,17 @@ window.fetch = async (...args) => {
 
 
 def record_queue_messages(page) -> None:
-    """From the next navigation on, keep what the server streams to `page` (read back with `queue_messages`)."""
+    """From the next navigation on, keep what the server streams to `page` (`keep_evidence` saves it)."""
     page.add_init_script(_RECORD_QUEUE_MESSAGES)
 
 
-def queue_messages(page) -> str:
-    """What the server has streamed to a page that `record_queue_messages` was called on."""
-    return "".join(page.evaluate("window.__queueMessages ?? []"))
+def keep_evidence(page, name: str, note: str = "") -> None:
+    """For a test about to fail: `artifacts/NAME.png` (the whole page) and `artifacts/NAME.txt` (`note`, then what
+    the server streamed to the page, if `record_queue_messages` was called on it)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    streamed = "".join(page.evaluate("window.__queueMessages ?? []"))
+    (ARTIFACTS / f"{name}.txt").write_text(f"{note}\n\n{streamed}" if note else streamed)
 
 
 #: How long a test waits for a transcription's result on the page.

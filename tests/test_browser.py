@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import (ARTIFACTS, RESULT_TIMEOUT_MS, app_server, choose_source, launch_chromium, open_section,
-                           queue_messages, record_queue_messages, static_server, transcript_text, upload,
+                           keep_evidence, record_queue_messages, static_server, transcript_text, upload,
                            wait_for_result)
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone, write_media
@@ -263,9 +263,9 @@ def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, serv
     record = page.locator("#qasr-live-mic button", has_text="Record").first
     stop = page.locator("#qasr-live-mic button", has_text="Stop").first
     # In session 8, some recordings here got no live text at all: Stop showed, the box kept its placeholder and no
-    # toast appeared. It has not been seen since (0 in over 70 recordings, alone, in the module and under CPU load), and its
-    # cause is not known. Should it come back, the first such recording is kept in artifacts/ with what the server
-    # streamed, and recorded again once; a second one fails the test.
+    # toast appeared. It has not been seen since (0 in over 70 recordings, alone, in the module and under CPU load),
+    # and its cause is not known. Should it come back, the first such recording is kept in artifacts/ with what the
+    # server streamed, and recorded again once; a second one fails the test.
     for attempt in (1, 2):
         record.click()
         sync_api.expect(stop, "the recording did not start").to_be_visible(timeout=15_000)
@@ -274,10 +274,9 @@ def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, serv
                                    timeout=RESULT_TIMEOUT_MS // 3 if attempt == 1 else RESULT_TIMEOUT_MS)
             break
         except sync_api.Error:
-            page.screenshot(path=str(ARTIFACTS / f"live-no-text-{attempt}.png"), full_page=True)
             toasts = page.locator(".toast-body").all_inner_texts()
             message = f"no live text: box {page.locator('#qasr-live-text').inner_text()!r}, toasts {toasts}"
-            (ARTIFACTS / f"live-no-text-{attempt}.txt").write_text(f"{message}\n\n{queue_messages(page)}")
+            keep_evidence(page, f"live-no-text-{attempt}", message)
             if attempt == 2:
                 raise AssertionError(message) from None
             stop.click()
@@ -286,7 +285,7 @@ def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, serv
     try:
         wait_for_result(page)
     except sync_api.Error:
-        (ARTIFACTS / "live-no-result.txt").write_text(queue_messages(page))
+        keep_evidence(page, "live-no-result")
         raise
     assert transcript_text(page) == SCRIPTED_SENTENCE
     assert page.locator("#qasr-karaoke .qk-word").count() == len(SCRIPTED_SENTENCE.split())

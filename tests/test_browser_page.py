@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import (ARTIFACTS, RESULT_TIMEOUT_MS, choose_source, chromium, module_server, open_section,
-                           queue_messages, record_queue_messages, transcript_text, upload, wait_for_result)
+                           keep_evidence, record_queue_messages, transcript_text, upload, wait_for_result)
 from tests.media import tone, write_media
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -227,8 +227,7 @@ def test_progress_moves_and_cancel_stops_the_run_and_frees_the_model(browser, se
     try:
         wait_for_result(page)
     except sync_api.Error:  # what the page got, should the run after Cancel not start (seen on a branch)
-        page.screenshot(path=str(ARTIFACTS / "cancel-then-run.png"), full_page=True)
-        (ARTIFACTS / "cancel-then-run.txt").write_text(queue_messages(page))
+        keep_evidence(page, "cancel-then-run")
         raise
     assert "Hello world" in transcript_text(page)
     page.close()
