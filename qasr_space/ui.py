@@ -692,8 +692,11 @@ def mode_layout(mode: str, language: str) -> tuple:
 
 def _source_layout(kind: str) -> tuple:
     """Show the chosen input; the live microphone runs by itself, and several files have their own button, so the
-    Transcribe button hides for them; their table takes the single result's place (and its placeholder's)."""
-    return (*(gr.update(visible=kind == shown) for _, shown in SOURCE_CHOICES),
+    Transcribe button hides for them; their table takes the single result's place (and its placeholder's).
+
+    Inputs not chosen are taken off the page (`visible=False`), not just hidden: that stops a live recording when
+    the user picks another source."""
+    return (*(gr.update(visible=kind == shown) for _, shown in SOURCE_CHOICES), gr.update(visible=kind == LIVE_SOURCE),
             gr.update(visible=kind not in OWN_BUTTON_SOURCES), gr.update(visible=kind == SEVERAL_SOURCE),
             gr.update(visible=kind != SEVERAL_SOURCE))
 
@@ -717,9 +720,11 @@ def render_ui(manager: ModelManager) -> SpaceUI:
                                     placeholder="https://www.youtube.com/watch?v=… or a link to a media file",
                                     info="YouTube and the other sites yt-dlp supports, or a direct link to audio or "
                                          "video. The title and length appear with the result.")
+            # Drawn with the page though hidden: Gradio's streaming microphone loads its WAV encoder when drawn, and a
+            # Record pressed before that showed Stop but sent nothing.
+            live_in = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Live microphone",
+                               elem_id="qasr-live-mic", visible="hidden")
             with gr.Column(visible=False, elem_id="qasr-live") as live_box:
-                live_in = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Live microphone",
-                                   elem_id="qasr-live-mic")
                 live_out = gr.HTML(render_live(), elem_id="qasr-live-text", css_template=LIVE_CSS)
                 live_session = gr.State(None, time_to_live=IDLE_SECONDS, delete_callback=ui.live_sessions.release)
                 gr.Markdown(LIVE_NOTE)
@@ -780,7 +785,8 @@ def render_ui(manager: ModelManager) -> SpaceUI:
     outputs = [language_out, text_out, karaoke, files_out, speaker_names, shown, extras]
 
     source.change(_source_layout, source,
-                  [file_box, record_box, url_box, live_box, several_box, run_button, several_results, single_results],
+                  [file_box, record_box, url_box, live_box, several_box, live_in, run_button, several_results,
+                   single_results],
                   queue=False, api_visibility="private")
     several_button.click(ui.run_several, [several_in, model, language, context, timestamps, speakers],
                          [several_out, several_zip], concurrency_id="several", concurrency_limit=1,

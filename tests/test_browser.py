@@ -257,30 +257,29 @@ def test_example_runs_with_one_click(browser, server):
     page.close()
 
 
+LIVE_TEXT_SHOWS = "document.querySelector('#qasr-live-text').innerText.includes('scripted model')"
+NOTHING_RECORDED_SHOWS = "document.querySelector('#qasr-karaoke').innerText.includes('Nothing was recorded')"
+
+
+def live_buttons(page):
+    """The live microphone's Record and Stop buttons."""
+    return (page.locator("#qasr-live-mic button", has_text="Record").first,
+            page.locator("#qasr-live-mic button", has_text="Stop").first)
+
+
 def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, server):
     page = open_app(browser, server)
     choose_source(page, "Live")
-    record = page.locator("#qasr-live-mic button", has_text="Record").first
-    stop = page.locator("#qasr-live-mic button", has_text="Stop").first
-    # In session 8, some recordings here got no live text at all: Stop showed, the box kept its placeholder and no
-    # toast appeared. It has not been seen since (0 in over 70 recordings, alone, in the module and under CPU load),
-    # and its cause is not known. Should it come back, the first such recording is kept in artifacts/ with what the
-    # server streamed, and recorded again once; a second one fails the test.
-    for attempt in (1, 2):
-        record.click()
-        sync_api.expect(stop, "the recording did not start").to_be_visible(timeout=15_000)
-        try:
-            page.wait_for_function("document.querySelector('#qasr-live-text').innerText.includes('scripted model')",
-                                   timeout=RESULT_TIMEOUT_MS // 3 if attempt == 1 else RESULT_TIMEOUT_MS)
-            break
-        except sync_api.Error:
-            toasts = page.locator(".toast-body").all_inner_texts()
-            message = f"no live text: box {page.locator('#qasr-live-text').inner_text()!r}, toasts {toasts}"
-            keep_evidence(page, f"live-no-text-{attempt}", message)
-            if attempt == 2:
-                raise AssertionError(message) from None
-            stop.click()
-            wait_for_result(page)
+    record, stop = live_buttons(page)
+    record.click()
+    sync_api.expect(stop, "the recording did not start").to_be_visible(timeout=15_000)
+    try:
+        page.wait_for_function(LIVE_TEXT_SHOWS, timeout=RESULT_TIMEOUT_MS)
+    except sync_api.Error:
+        toasts = page.locator(".toast-body").all_inner_texts()
+        message = f"no live text: box {page.locator('#qasr-live-text').inner_text()!r}, toasts {toasts}"
+        keep_evidence(page, "live-no-text", message)
+        raise AssertionError(message) from None
     stop.click()
     try:
         wait_for_result(page)
@@ -289,6 +288,41 @@ def test_live_microphone_streams_text_then_shows_the_final_karaoke(browser, serv
         raise
     assert transcript_text(page) == SCRIPTED_SENTENCE
     assert page.locator("#qasr-karaoke .qk-word").count() == len(SCRIPTED_SENTENCE.split())
+    page.close()
+
+
+def test_a_record_pressed_before_the_microphone_is_ready_is_refused_in_words_and_the_next_one_works(browser, server):
+    """Gradio's streaming microphone loads its WAV encoder when it is drawn; a Record pressed before that shows
+    Stop but sends nothing (in CI, about one run in four, when the live input was drawn only once Live was chosen).
+    The page now draws it, hidden, with the page. Here the encoder's modules are held back until after the first
+    Record, to check what a person sees if that happens anyway: Stop says nothing was recorded, and Record again
+    works."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, permissions=["microphone"])
+    held = []
+    page.route("**/assets/module-*.js", lambda route: held.append(route))
+    page.goto(server)
+    page.wait_for_selector("#qasr-run")
+    assert page.locator("#qasr-live-mic").count() == 1 and not page.locator("#qasr-live-mic").is_visible()
+    assert held, "the live microphone's modules were not asked for with the page"
+    choose_source(page, "Live")
+    record, stop = live_buttons(page)
+    record.click()
+    sync_api.expect(stop).to_be_visible(timeout=15_000)
+    stop.click()
+    page.wait_for_function(NOTHING_RECORDED_SHOWS, timeout=RESULT_TIMEOUT_MS)
+    assert "Press Record again" in page.inner_text("#qasr-karaoke")
+
+    urls = [route.request.url for route in held]
+    for route in held:
+        route.continue_()
+    page.unroute_all()
+    page.evaluate("urls => Promise.all(urls.map(url => import(url)))", urls)
+    page.wait_for_timeout(3_000)  # the encoder's worker starts once its modules are in (no event tells when)
+    record.click()
+    page.wait_for_function(LIVE_TEXT_SHOWS, timeout=RESULT_TIMEOUT_MS)
+    stop.click()
+    wait_for_result(page)
+    assert transcript_text(page) == SCRIPTED_SENTENCE
     page.close()
 
 
