@@ -119,8 +119,8 @@ class LiveSession:
                 break
         with self._lock:
             if len(self._buffer) == 0:
-                raise AudioError("Nothing was recorded: no audio reached the server. Press Record again, and let the browser "
-                                 "use the microphone if it asks.")
+                raise AudioError("Nothing was recorded: no audio reached the server. Press Record again, and let "
+                                 "the browser use the microphone if it asks.")
             self.finished = True
             return self._buffer.view()
 
