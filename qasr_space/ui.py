@@ -9,6 +9,7 @@ its message. The GPU-bound calls go through `gpu.on_gpu`, which is a no-op off Z
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import queue
 import threading
@@ -43,6 +44,8 @@ from .streaming import IDLE_SECONDS, LiveSession, LiveSessions, LiveText, transc
 from .transcribe import (ChunkResult, align, check_align_text, check_context, collect, iter_transcribe, prepare_audio,
                          require_speech, with_speakers)
 from .writers import file_stem, to_txt, write_all
+
+log = logging.getLogger(__name__)
 
 AUTO = "Auto"
 TRANSCRIBE = "Transcribe"
@@ -117,6 +120,8 @@ PAGE_JS = """
 #: How often a running transcription reports how far it has got.
 PROGRESS_SECONDS = 1.0
 CANCELLED = "Cancelled: nothing more is decoded for this run. Press Transcribe to start again."
+SERVER_FAULT = ("Something went wrong on the server, not with your input; it is logged. Press Transcribe to try "
+                "again.")
 #: How often the browser sends new microphone audio, and the longest live session.
 LIVE_STREAM_EVERY_SECONDS = 0.5
 
@@ -385,11 +390,15 @@ class SpaceUI:
 
     def _shown_errors(self, updates: Iterator[Outputs]) -> Iterator[Outputs]:
         """The updates, and a refusal shown in the result area in place of a result: a toast fades, this stays
-        until the next run."""
+        until the next run. A fault of the server's is logged and shown the same way, so the run still ends as a
+        success: what follows it on the page (hiding Cancel) listens for success, which a Cancel never sends."""
         try:
             yield from updates
         except (QasrError, gr.Error) as exc:
             yield error_outputs(exc)
+        except Exception:
+            log.exception("a transcription on the page failed")
+            yield error_outputs(QasrError(SERVER_FAULT))
 
     def run_example(self, file_path: str, language: str, timestamps: bool,
                     progress: Callable = gr.Progress()) -> Iterator[Outputs]:
@@ -803,7 +812,9 @@ def render_ui(manager: ModelManager) -> SpaceUI:
     transcribing = running.then(ui.run, [source, file_in, recording_in, url_in, mode, align_in, model, language,
                                          context, timestamps, speakers],
                                 outputs, show_progress_on=[karaoke], api_visibility="private")
-    transcribing.then(lambda: gr.update(visible=False), None, cancel_button, queue=False, api_visibility="private")
+    # Not `.then`: Gradio's Cancel runs the cancelled event's `.then` listeners once the server has stopped it, which
+    # can be after the next Transcribe showed Cancel again, and hid it during that run.
+    transcribing.success(lambda: gr.update(visible=False), None, cancel_button, queue=False, api_visibility="private")
     # Gradio stops the run and frees its queue slot; closing the handler's generator stops the decoding itself.
     cancel_button.click(lambda: (render_notice(CANCELLED), gr.update(visible=False)), None, [karaoke, cancel_button],
                         cancels=[transcribing], queue=False, api_visibility="private")

@@ -33,9 +33,10 @@ from qasr_space.models import ModelManager
 from qasr_space.results import Transcript, Word
 from qasr_space.settings import Settings
 from qasr_space.streaming import LiveSession
-from qasr_space.ui import (ALIGN, ASSETS_DIR, AUTO, EXAMPLES, FILE_SOURCE, LIVE_SOURCE, RECORD_SOURCE, TRANSCRIBE,
-                           URL_SOURCE, ServedFiles, SpaceUI, build_demo, mode_layout, model_status_line, render_ui,
-                           timestamps_option)
+from qasr_space import ui as ui_module
+from qasr_space.ui import (ALIGN, ASSETS_DIR, AUTO, EXAMPLES, FILE_SOURCE, LIVE_SOURCE, RECORD_SOURCE, SERVER_FAULT,
+                           TRANSCRIBE, URL_SOURCE, ServedFiles, SpaceUI, build_demo, mode_layout, model_status_line,
+                           render_ui, timestamps_option)
 from qasr_space.writers import FORMATS, to_srt
 from tests.browser import static_server
 from tests.checkpoints import SCRIPTED_SENTENCE
@@ -190,6 +191,20 @@ def test_bad_input_is_a_gradio_error_that_names_the_problem(ui, tmp_path, make, 
 def test_the_handler_still_works_after_errors(ui, clip, tmp_path):
     refusal(run(ui, str(write_media(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000, "wav"))))
     assert run(ui, clip)[-1][1] == SCRIPTED_SENTENCE
+
+
+def test_a_server_fault_is_logged_and_shown_in_the_result_area_and_the_run_still_ends(ui, clip, monkeypatch, caplog):
+    """A bug of the server's (here a fake: writing the downloads raises) ends the run with a notice, not a
+    traceback, so the page's listeners for a successful end (hiding Cancel) still run."""
+    def broken_writer(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ui_module, "write_all", broken_writer)
+    folders = os.listdir(ui.served.root)
+    with caplog.at_level("ERROR", logger="qasr_space.ui"):
+        assert refusal(run(ui, clip)) == SERVER_FAULT
+    assert "disk on fire" in caplog.text
+    assert os.listdir(ui.served.root) == folders
 
 
 def test_url_input_shows_title_and_length_and_plays_the_fetched_audio(model_dir, tmp_path, uploads):
