@@ -469,11 +469,11 @@ class SpaceUI:
         for update in self._watched_chunks(item.audio, name, forced, (context or "").strip() or None,
                                            bool(timestamps)):
             if isinstance(update, ProgressSnapshot):
-                status = progress_status(update)
+                shown_status = progress_status(update)
                 progress(update.fraction, desc=progress_status(update, share=False))
-                if status != shown_status:  # the result area says it too, and a yield lets Cancel stop the run
-                    shown_status = status
-                    yield self._outputs(transcript, item, status=status)
+                # The result area says it too, at every tick, changed or not: Gradio stops a cancelled run only when
+                # it yields, and until then ignores the page's next Transcribe.
+                yield self._outputs(transcript, item, status=shown_status)
                 continue
             done.append(update)
             transcript = collect(iter(done), duration=duration, model_name=ASR_MODELS[name], forced=forced)

@@ -207,6 +207,17 @@ def test_a_server_fault_is_logged_and_shown_in_the_result_area_and_the_run_still
     assert os.listdir(ui.served.root) == folders
 
 
+def test_a_run_yields_at_every_progress_tick_even_when_its_status_stays_the_same(ui, monkeypatch, tmp_path):
+    """Gradio stops a cancelled run only at a yield, and ignores the page's next Transcribe until then; a status
+    stuck on one text (here a fake that never changes) must not hold it."""
+    monkeypatch.setattr(ui_module, "PROGRESS_SECONDS", 0.001)
+    monkeypatch.setattr(ui_module, "progress_status", lambda snapshot, share=True: "Transcribing… (a fake status)")
+    updates = run(ui, str(write_media(tmp_path / "talk.wav", tone(8.0), 16000, "wav")))
+    ticks_before_the_text = [update for update in updates if "a fake status" in update[2] and update[1] == ""]
+    assert len(ticks_before_the_text) >= 3
+    assert updates[-1][1] == SCRIPTED_SENTENCE
+
+
 def test_url_input_shows_title_and_length_and_plays_the_fetched_audio(model_dir, tmp_path, uploads):
     media = tmp_path / "site"
     media.mkdir()
