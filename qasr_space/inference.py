@@ -21,6 +21,7 @@ import torch
 from transformers import CompileConfig, ProcessorMixin, StoppingCriteria, StoppingCriteriaList
 from transformers.utils.import_utils import is_nagisa_available, is_soynlp_available
 
+from . import decoding
 from .audio import SAMPLE_RATE
 from .models import LoadedModel
 from .progress import TranscriptionWatch
@@ -121,18 +122,23 @@ def run_asr(
     watch: TranscriptionWatch | None = None,
     **generate_kwargs,
 ) -> list[AsrOutput]:
-    """Transcribe clips (each within the model's limit) in one `generate` call.
+    """Transcribe clips (each within the model's limit), decoded together.
 
-    Concurrent calls on the same model with the same generate options share that call (the scheduler merges them);
-    each still gets exactly what it would get alone, its own token budget included. `watch` hears each
-    decoding step; once it is cancelled, the call does not start, or stops at the next step, and raises `Cancelled`.
+    Concurrent calls on the same model with the same generate options share the decoding: per step
+    (`decoding.Decoding`, joining a batch in progress at its next step) for greedy decoding, else one `generate`
+    call (the scheduler merges the calls queued together). Each still gets exactly what it would get alone, its own
+    token budget included. `watch` hears each decoding step; once it is cancelled, the call does not start, or stops
+    at the next step, and raises `Cancelled`.
     """
     if watch is not None:
         watch.raise_if_cancelled()
     budget = max_new_tokens or new_tokens_for(max(len(c) for c in clips) / SAMPLE_RATE)
     job = _AsrJob(loaded, list(clips), list(languages), list(contexts), budget, generate_kwargs, watch)
-    outputs = SCHEDULER.submit(_generate, job, policy=loaded.policy, key=_options_key(generate_kwargs),
-                               size=len(job.clips))
+    key = _options_key(generate_kwargs)
+    if _decodes_per_step(loaded, generate_kwargs):
+        outputs = SCHEDULER.submit_stepwise(decoding.start, job, policy=loaded.policy, key=key, size=len(job.clips))
+    else:
+        outputs = SCHEDULER.submit(_generate, job, policy=loaded.policy, key=key, size=len(job.clips))
     if watch is not None:
         watch.raise_if_cancelled()
     return outputs
@@ -149,6 +155,29 @@ class _AsrJob:
     budget: int
     generate_kwargs: dict[str, Any]
     watch: TranscriptionWatch | None = None
+
+    @property
+    def clip_seconds(self) -> list[float]:
+        return [len(clip) / SAMPLE_RATE for clip in self.clips]
+
+    def model_inputs(self):
+        """The job's prompts and features, padded together, on the model's device."""
+        return _to_model(asr_inputs(self.loaded.processor, self.clips, self.languages, self.contexts), self.loaded)
+
+    def outputs(self, rows: torch.Tensor, eos: set[int]) -> list[AsrOutput]:
+        """Text and language of each row of generated tokens (cut to the budget; padded after an end-of-text
+        token), and whether the budget cut it short."""
+        rows = rows[:, :self.budget]
+        parsed = self.loaded.processor.decode(rows, return_format="parsed")
+        return [AsrOutput(text=item["transcription"], language=item["language"],
+                          truncated=not any(token in eos for token in row) and len(row) >= self.budget)
+                for row, item in zip(rows.tolist(), parsed)]
+
+
+def _decodes_per_step(loaded: LoadedModel, options: dict[str, Any]) -> bool:
+    """Whether a call decodes per step (`decoding`): greedy options it supports, and not CUDA's compiled static
+    cache (`_cache_options`), which only `generate` runs."""
+    return not (loaded.device.type == "cuda" and loaded.compile) and decoding.supported(loaded.model, options)
 
 
 def _options_key(options: dict[str, Any]) -> tuple:
@@ -181,7 +210,7 @@ def _decode(jobs: list[_AsrJob]) -> list[list[AsrOutput]]:
     processor = loaded.processor
     watched = [job for job in jobs if job.watch is not None]
     for job in watched:
-        job.watch.decoding_started([len(clip) / SAMPLE_RATE for clip in job.clips], job.budget)
+        job.watch.decoding_started(job.clip_seconds, job.budget)
     clips = [clip for job in jobs for clip in job.clips]
     languages = [language for job in jobs for language in job.languages]
     contexts = [context for job in jobs for context in job.contexts]
@@ -198,15 +227,8 @@ def _decode(jobs: list[_AsrJob]) -> list[list[AsrOutput]]:
     eos = set(loaded.model.generation_config.eos_token_id or [])
     results, first = [], 0
     for job in jobs:
-        rows = generated[first:first + len(job.clips), :job.budget]
+        results.append(job.outputs(generated[first:first + len(job.clips)], eos))
         first += len(job.clips)
-        parsed = processor.decode(rows, return_format="parsed")
-        outputs = []
-        for row, item in zip(rows.tolist(), parsed):
-            finished = any(token in eos for token in row)
-            outputs.append(AsrOutput(text=item["transcription"], language=item["language"],
-                                     truncated=not finished and len(row) >= job.budget))
-        results.append(outputs)
     return results
 
 

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +78,53 @@ class BatchPolicy:
     counter: BatchCounter = field(default_factory=BatchCounter)
 
 
+class Stepwise(Protocol):
+    """A batch that calls join between its steps (`decoding.Decoding`): `join` admits payloads (all or none),
+    `step` advances every row once and returns each payload that ended, with its result; `pending` is what has not."""
+
+    pending: list
+
+    def join(self, payloads: list) -> None: ...
+
+    def step(self) -> list[tuple[Any, Any]]: ...
+
+
 @dataclass(eq=False)
 class _Work:
-    """One queued piece of work: a batchable call (`run` over payloads) or, with no policy, one function call."""
+    """One queued piece of work: a batchable call (`run` over payloads, or with `stepwise` the maker of a `Stepwise`
+    batch it joins) or, with no policy, one function call."""
 
-    run: Callable[[list[Any]], list[Any]] | Callable[[], Any]
+    run: Callable[..., Any]
     payload: Any = None
     key: Hashable = None
     policy: BatchPolicy | None = None
     size: int = 1
+    stepwise: bool = False
     future: Future = field(default_factory=Future)
 
     def joins(self, head: _Work) -> bool:
-        return self.policy is head.policy and self.run == head.run and self.key == head.key
+        return (self.policy is head.policy and self.run == head.run and self.key == head.key
+                and self.stepwise == head.stepwise)
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.policy.counter.count_request(self.size)
+        if error is None:
+            self.future.set_result(result)
+        else:
+            self.future.set_exception(error)
+
+
+@dataclass(eq=False)
+class _Active:
+    """A `Stepwise` batch the consumer is stepping, and the calls in it."""
+
+    head: _Work
+    batch: Stepwise
+    works: dict[int, _Work] = field(default_factory=dict)
+
+    @property
+    def clips(self) -> int:
+        return sum(self.works[id(payload)].size for payload in self.batch.pending)
 
 
 class Scheduler:
@@ -101,6 +135,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._queue: list[_Work] = []
         self._consumer: threading.Thread | None = None
+        self._active: list[_Active] = []
 
     def submit(self, run: Callable[[list[P]], list[R]], payload: P, *, policy: BatchPolicy, key: Hashable = None,
                size: int = 1) -> R:
@@ -108,6 +143,13 @@ class Scheduler:
         same group: the same `run` (a module-level function), the same `policy` and equal `key`s. `size` is how many
         clips the payload holds, counted against `policy.max_size`."""
         return self._wait_for(_Work(run, payload, key, policy, max(1, size)))
+
+    def submit_stepwise(self, start: Callable[[P], Stepwise], payload: P, *, policy: BatchPolicy,
+                        key: Hashable = None, size: int = 1) -> Any:
+        """This payload's result from a `Stepwise` batch of its group (the same module-level `start`, `policy` and
+        equal `key`): it joins the group's running batch at its next step, if that has room, else waits for the
+        room (or starts one with `start(payload)`), and returns as soon as its rows end."""
+        return self._wait_for(_Work(start, payload, key, policy, max(1, size), stepwise=True))
 
     def run(self, fn: Callable[..., R], *args, **kwargs) -> R:
         """`fn(*args, **kwargs)` on the consumer, in turn with the model calls queued before it; never merged."""
@@ -119,7 +161,7 @@ class Scheduler:
 
     def _wait_for(self, work: _Work) -> Any:
         if self.on_consumer():
-            self._execute([work])
+            self._execute([work], inline=True)
         else:
             with self._cond:
                 if self._consumer is None:
@@ -131,7 +173,14 @@ class Scheduler:
 
     def _consume(self) -> None:
         while True:
-            self._execute(self._next_batch())
+            if not self._active:
+                self._execute(self._next_batch())
+                continue
+            for batch in self._admissions():
+                self._execute(batch)
+            for active in list(self._active):
+                if not self._step(active):
+                    self._active.remove(active)
 
     def _next_batch(self) -> list[_Work]:
         """The oldest work, with the queued calls of its group up to the policy's size, once it has waited its
@@ -150,21 +199,59 @@ class Scheduler:
                 if sum(work.size for work in group) >= policy.max_size or remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            batch, total = [], 0
-            for work in group:
-                if batch and total + work.size > policy.max_size:
-                    continue
-                batch.append(work)
-                total += work.size
-            self._queue = [work for work in self._queue if work not in batch]
-            return batch
+            return self._take(head, policy.max_size, first=True)
 
-    def _execute(self, batch: list[_Work]) -> None:
+    def _admissions(self) -> list[list[_Work]]:
+        """Between two steps: the queued work to run or admit now, oldest first, as batches; without waiting. A
+        stepwise call joins its group's running batch while that has room (a disabled policy's never has)."""
+        batches: list[list[_Work]] = []
+        with self._cond:
+            while self._queue:
+                for head in self._queue:
+                    active = self._active_for(head) if head.stepwise else None
+                    if active is None:
+                        room = head.policy.max_size if head.policy and head.policy.enabled else 1
+                        batch = self._take(head, room, first=True)
+                        break
+                    if head.policy.enabled and (batch := self._take(head, head.policy.max_size - active.clips)):
+                        break
+                else:
+                    break
+                batches.append(batch)
+                if batch[0].stepwise:
+                    break  # the next admissions see the batch it starts or joins
+        return batches
+
+    def _take(self, head: _Work, room: int, first: bool = False) -> list[_Work]:
+        """Queued calls of `head`'s group, oldest first, while their clips fit `room` (`first`: the oldest always),
+        taken out of the queue."""
+        batch, total = [], 0
+        for work in self._queue:
+            if not work.joins(head):
+                continue
+            if total + work.size > room and not (first and not batch):
+                break
+            batch.append(work)
+            total += work.size
+        self._queue = [work for work in self._queue if work not in batch]
+        return batch
+
+    def _active_for(self, work: _Work) -> _Active | None:
+        return next((active for active in self._active if work.joins(active.head)), None)
+
+    def _execute(self, batch: list[_Work], inline: bool = False) -> None:
         """Run the batch as one call and hand each caller its result; if a merged run raises, run each call alone,
-        so only the failing ones get the error."""
+        so only the failing ones get the error. A stepwise batch joins its group's running batch (or starts one);
+        run inline, it is decoded to its end at once."""
         head = batch[0]
         if head.policy is None:
             _settle(head.future, head.run)
+            return
+        if head.stepwise:
+            if inline:
+                self._run_alone(head)
+            else:
+                self._join(self._active_for(head), batch)
             return
         head.policy.counter.count_call()
         try:
@@ -178,14 +265,59 @@ class Scheduler:
                     self._execute([work])
                 return
             for work in batch:
-                work.policy.counter.count_request(work.size)
-                work.future.set_exception(exc)
+                work.settle(error=exc)
             return
         if len(batch) > 1:
             log.info("ran %d requests (%d clips) in one model call", len(batch), sum(work.size for work in batch))
         for work, result in zip(batch, results):
-            work.policy.counter.count_request(work.size)
-            work.future.set_result(result)
+            work.settle(result)
+
+    def _join(self, active: _Active | None, batch: list[_Work], keep: bool = True) -> _Active | None:
+        """`batch` into `active` (or a new running batch, kept among those stepped when `keep`); if the merged
+        join raises, each call joins alone, so only the failing ones get the error."""
+        head = batch[0]
+        head.policy.counter.count_call()
+        try:
+            if active is None:
+                active = _Active(head, head.run(head.payload))
+                if keep:
+                    self._active.append(active)
+            active.batch.join([work.payload for work in batch])
+        except BaseException as exc:
+            if len(batch) > 1 and isinstance(exc, Exception):
+                log.warning("%d requests failed to join a batch (%s); each joins alone", len(batch), exc)
+                for work in batch:
+                    active = self._join(active, [work], keep)
+                return active
+            for work in batch:
+                work.settle(error=exc)
+            return active
+        active.works.update((id(work.payload), work) for work in batch)
+        return active
+
+    def _step(self, active: _Active) -> bool:
+        """One step of a running batch, handing each call that ended its result; whether calls remain in it. If the
+        step raises, each call in the batch is decoded again alone, so only the failing ones get the error."""
+        try:
+            for payload, result in active.batch.step():
+                active.works.pop(id(payload)).settle(result)
+        except BaseException as exc:
+            works = [active.works[id(payload)] for payload in active.batch.pending]
+            if len(works) > 1 and isinstance(exc, Exception):
+                log.warning("a batch of %d requests failed (%s); decoding each alone", len(works), exc)
+                for work in works:
+                    self._run_alone(work)
+            else:
+                for work in works:
+                    work.settle(error=exc)
+            return False
+        return bool(active.batch.pending)
+
+    def _run_alone(self, work: _Work) -> None:
+        """A stepwise call in a running batch of its own, stepped to its end now."""
+        active = self._join(None, [work], keep=False)
+        while active is not None and self._step(active):
+            pass
 
 
 def _settle(future: Future, fn: Callable[[], Any]) -> None:
