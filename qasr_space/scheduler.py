@@ -203,18 +203,23 @@ class Scheduler:
 
     def _admissions(self) -> list[list[_Work]]:
         """Between two steps: the queued work to run or admit now, oldest first, as batches; without waiting. A
-        stepwise call joins its group's running batch while that has room (a disabled policy's never has)."""
+        stepwise call joins its group's running batch, or starts one, while its model's running batches hold fewer
+        than `max_size` clips (a disabled policy: none); until it fits, its model's later calls wait behind it."""
         batches: list[list[_Work]] = []
         with self._cond:
             while self._queue:
+                blocked: set[int] = set()
                 for head in self._queue:
-                    active = self._active_for(head) if head.stepwise else None
-                    if active is None:
-                        room = head.policy.max_size if head.policy and head.policy.enabled else 1
-                        batch = self._take(head, room, first=True)
+                    if head.policy is None or not head.stepwise:
+                        batch = self._take(head, head.policy.max_size if head.policy else 1, first=True)
                         break
-                    if head.policy.enabled and (batch := self._take(head, head.policy.max_size - active.clips)):
+                    if id(head.policy) in blocked:
+                        continue
+                    running = [active for active in self._active if active.head.policy is head.policy]
+                    room = (head.policy.max_size if head.policy.enabled else 1) - sum(a.clips for a in running)
+                    if batch := self._take(head, room, first=not running):
                         break
+                    blocked.add(id(head.policy))
                 else:
                     break
                 batches.append(batch)

@@ -12,6 +12,7 @@ import torch
 from qasr_space import inference
 from qasr_space.inference import asr_inputs, run_aligner, run_asr
 from qasr_space.models import ModelManager
+from qasr_space.progress import TranscriptionWatch
 from qasr_space.scheduler import SCHEDULER, BatchPolicy
 from qasr_space.settings import Settings
 from tests.checkpoints import SCRIPTED_SENTENCE
@@ -230,3 +231,42 @@ def test_the_aligner_times_each_clip_of_a_call_as_it_does_alone(manager):
     languages = ["English", "German", "English", "English"]
     together = run_aligner(loaded, clips, texts, languages)
     assert together == [run_aligner(loaded, [c], [t], [lang])[0] for c, t, lang in zip(clips, texts, languages)]
+
+
+def test_requests_joining_a_running_decode_get_exactly_their_tokens_alone_and_return_first(model_dir, manager):
+    """A long request decodes; four short ones (odd lengths, with and without context) arrive one after another while
+    it runs. Each joins the running batch at a step (its own prefill, then one forward with the others), returns
+    while the long one is still decoding, and gets exactly the tokens it gets alone; so does the long one."""
+    from tests.test_progress import wait_for_tokens  # test_progress imports this module
+
+    joining = ModelManager(Settings(model_dir=model_dir, batch_size=5))
+    loaded = joining.asr("1.7B")
+    long_budget, options = 400, {"min_new_tokens": 400}  # no end-of-text before the budget: lengths are known
+    long_watch = TranscriptionWatch()
+    short = [(clip, lang, ctx, 6 + 3 * i) for i, (clip, lang, ctx) in enumerate(zip(odd_length_clips(), LANGUAGES,
+                                                                                    CONTEXTS))]
+    finished: dict[str, int] = {}
+
+    def long_request():
+        return run_asr(loaded, [tone(2.2, freq=400.0)], [None], [None], long_budget, watch=long_watch, **options)
+
+    def short_request(i, clip, lang, ctx, budget, watch):
+        out = run_asr(loaded, [clip], [lang], [ctx], budget, watch=watch, **options)
+        finished[f"short {i}"] = long_watch.snapshot().tokens
+        return out
+
+    with ThreadPoolExecutor(len(short) + 1) as pool:
+        running = pool.submit(long_request)
+        futures, steps = [], 2
+        for i, request in enumerate(short):
+            wait_for_tokens(long_watch, steps)
+            futures.append(pool.submit(short_request, i, *request, TranscriptionWatch()))
+            steps += 3  # the next one arrives a few steps later: every short one joins at another length
+        outputs = [future.result() for future in futures]
+        long_output = running.result()
+    assert all(0 < tokens < long_budget for tokens in finished.values()), finished
+    assert long_watch.snapshot().tokens == long_budget
+    alone = manager.asr("1.7B")
+    assert outputs == [run_asr(alone, [c], [lang], [ctx], budget, **options) for c, lang, ctx, budget in short]
+    assert long_output == run_asr(alone, [tone(2.2, freq=400.0)], [None], [None], long_budget, **options)
+    assert len({out[0].text for out in outputs}) == len(outputs)
