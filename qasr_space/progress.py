@@ -1,11 +1,11 @@
 """Progress and Cancel for one transcription request, while its clips decode in batches that may hold other requests.
 
 A `TranscriptionWatch` is made by whoever serves the request (the page) and passed down through `transcribe` /
-`iter_transcribe` / `run_asr`. The core reports to it: the plan (audio length, chunks), each `generate` call the
-request's clips are in, and every decoding step of that call (from a stopping criterion, so a merged batch reports
-the step to every request in it). Anyone may read a `snapshot()` from any thread, and `cancel()` it: a cancelled
-request's calls that have not started never start, its rows in a running batch are marked finished at the next step
-(other requests' rows decode on, unchanged), the aligner is skipped, and the caller gets `Cancelled`.
+`iter_transcribe` / `run_asr`. The core reports to it: the plan (audio length, chunks), each decoding the request's
+clips are in (a per-step batch it joined, or a `generate` call), and every decoding step of it (each request in a
+batch hears its own steps). Anyone may read a `snapshot()` from any thread, and `cancel()` it: a cancelled
+request's calls that have not started never start, its rows in a running batch stop at the next step (other
+requests' rows decode on, unchanged), the aligner is skipped, and the caller gets `Cancelled`.
 
 How far along it is, honestly: the token budget (`inference.new_tokens_for`, ~12 tokens per second of audio) is a
 bound that real speech never reaches, and the model stops at its end-of-text token, usually far earlier, so the

@@ -3,12 +3,19 @@
 Model work arrives from many threads (Gradio's workers, the REST pool, live sessions, several files at once). Each
 piece is queued here, and the one consumer thread runs it, oldest first:
 
-- **Batching.** A batchable call (`submit`) names its run function, its model's `BatchPolicy` and a key (the options
-  that must match). When the consumer takes it, it takes with it every queued call of the same group (same run, same
-  policy, equal key) up to the policy's `max_size` clips, and runs them as one call. If that is the only call queued,
-  it waits up to `wait_seconds` for company; under load, batches form with no waiting at all. If a merged run raises,
-  each call is run again alone, so only a bad request gets an error. Each run function gives every call exactly what
-  it would get alone (`inference` computes features per clip, and cuts each call back to its own token budget).
+- **Batching per step.** A stepwise call (`submit_stepwise`: greedy transcription, `decoding`) joins the running
+  batch of its group (same start function, same policy, equal key) at its next decoding step, and returns the step
+  its rows end. Between two steps the consumer admits what is queued, then steps every running batch once. A model
+  (its policy) decodes at most `max_size` clips at once across its batches; a call that does not fit waits, and its
+  model's later calls wait behind it. If a join raises, each call joins alone; if a step raises, each call in that
+  batch is decoded again alone: only a bad request gets an error.
+- **Batching per call.** A batchable call (`submit`: other generate options, the aligner, diarization) takes with it
+  every queued call of its group up to the policy's `max_size` clips, and they run as one call, between two steps
+  of any running batch. If a merged run raises, each call is run again alone.
+- **Waiting for company.** When nothing is running and the oldest call is alone in the queue, it waits up to its
+  policy's `wait_seconds` for company; under load, batches form with no waiting at all. Each run function gives
+  every call exactly what it would get alone (`inference` computes features per clip, and cuts each call back to
+  its own token budget).
 - **One thread for the models.** PyTorch's OpenMP runtime (libgomp) gives every thread that runs a parallel region a
   pool of worker threads of its own, kept until that thread ends. Once the pools together hold more threads than
   there are cores, libgomp stops spinning between parallel regions and the thread that made the extra pool runs far
@@ -18,12 +25,10 @@ piece is queued here, and the one consumer thread runs it, oldest first:
 - **No locks around the models.** Only the consumer runs them, so two requests never run the same weights at once.
 
 Model loads run beside the consumer, in threads of their own (`models.run_in_new_thread`), so a load stalls nobody.
-Work started by the consumer itself (model work inside model work) runs at once, so it cannot deadlock. In a forked
-child (ZeroGPU runs each GPU call in one) the consumer thread does not exist, and the work runs in the caller's
-thread, alone: ZeroGPU switches cross-request batching off anyway (`Settings.batch_requests`).
-
-Continuous batching (requests joining a batch between decoding steps) is what the vLLM engine gives; here a call
-waits for the `generate` in progress to end, then joins the next one.
+Work started by the consumer itself (model work inside model work) runs at once, so it cannot deadlock; a stepwise
+call there is decoded alone to its end. In a forked child (ZeroGPU runs each GPU call in one) the consumer thread
+does not exist, and the work runs in the caller's thread, alone: ZeroGPU switches cross-request batching off anyway
+(`Settings.batch_requests`).
 """
 
 from __future__ import annotations
