@@ -58,27 +58,44 @@ def supported(model: Any, options: dict[str, Any]) -> bool:
 
 
 class _RoomyLayer(DynamicLayer):
-    """A `DynamicLayer` whose keys and values are views into buffers with `CACHE_ROOM` spare tokens: a step writes in
-    place, and only every `CACHE_ROOM` steps is the cache copied."""
+    """A `DynamicLayer` that holds its keys and values in buffers with `CACHE_ROOM` spare tokens, and hands attention
+    the whole buffers, as `StaticLayer` does: a step writes in place, the batch's attention mask covers the spare room
+    (`Decoding._step_mask`), and only every `CACHE_ROOM` steps is the cache copied. (Handing attention strided views
+    of the filled part instead, as before, measured the same: the CPU attention kernel reads the views in place.)"""
+
+    length: int = 0
 
     def fill(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        length = keys.shape[-2]
-        self._keys = keys.new_empty((*keys.shape[:-2], length + CACHE_ROOM, keys.shape[-1]))
-        self._values = values.new_empty((*values.shape[:-2], length + CACHE_ROOM, values.shape[-1]))
-        self._keys[..., :length, :] = keys
-        self._values[..., :length, :] = values
-        self.keys, self.values = self._keys[..., :length, :], self._values[..., :length, :]
+        """Hold `keys` and `values` (all the layer's tokens), with `CACHE_ROOM` spare tokens after them."""
+        self.length = keys.shape[-2]
+        self.keys = keys.new_zeros((*keys.shape[:-2], self.length + CACHE_ROOM, keys.shape[-1]))
+        self.values = values.new_zeros((*values.shape[:-2], self.length + CACHE_ROOM, values.shape[-1]))
+        self.keys[..., :self.length, :] = keys
+        self.values[..., :self.length, :] = values
         self.device, self.is_initialized = keys.device, True
 
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[-2]
+
+    def filled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values of the layer's tokens, without the spare room."""
+        return self.keys[..., :self.length, :], self.values[..., :self.length, :]
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        start = self.keys.shape[-2]
-        end = start + key_states.shape[-2]
-        if end > self._keys.shape[-2]:
-            self.fill(self.keys, self.values)
-        self._keys[..., start:end, :] = key_states
-        self._values[..., start:end, :] = value_states
-        self.keys, self.values = self._keys[..., :end, :], self._values[..., :end, :]
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:  # `Decoding.step` makes room before the forward, as the mask is sized to it
+            raise RuntimeError(f"KV cache full: {end} tokens, room for {self.capacity}")
+        self.keys[..., self.length:end, :] = key_states
+        self.values[..., self.length:end, :] = value_states
+        self.length = end
         return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.capacity, 0
 
 
 @dataclass(eq=False)
@@ -145,7 +162,7 @@ class Decoding:
         self._drop_ended_rows()
         if self.owners:
             with torch.inference_mode():
-                out = self.loaded.model(input_ids=self.tokens[:, None], attention_mask=self._grown_mask(),
+                out = self.loaded.model(input_ids=self.tokens[:, None], attention_mask=self._step_mask(),
                                         position_ids=self.positions[:, None], cache=self.cache, use_cache=True)
                 logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
             self.positions = self.positions + 1
@@ -194,7 +211,7 @@ class Decoding:
         """The job's rows, left-padded with the batch to the longer of the two caches, appended to the batch."""
         if cache is None:
             return
-        rows = [(layer.keys, layer.values) for layer in cache.layers]
+        rows = [(layer.keys, layer.values) for layer in cache.layers]  # the prefill's `DynamicLayer`s
         if self.cache is None:
             self.cache = Cache(layers=[_RoomyLayer() for _ in rows])
             self.owners, self.tokens, self.positions, self.mask = [], tokens, positions, mask
@@ -203,16 +220,22 @@ class Decoding:
         else:
             length = max(self.mask.shape[1], mask.shape[1])
             for layer, (keys, values) in zip(self.cache.layers, rows):
-                layer.fill(torch.cat([_left_pad(layer.keys, length), _left_pad(keys, length)]),
-                           torch.cat([_left_pad(layer.values, length), _left_pad(values, length)]))
+                held_keys, held_values = layer.filled()
+                layer.fill(torch.cat([_left_pad(held_keys, length), _left_pad(keys, length)]),
+                           torch.cat([_left_pad(held_values, length), _left_pad(values, length)]))
             self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(mask, length)])
             self.tokens = torch.cat([self.tokens, tokens])
             self.positions = torch.cat([self.positions, positions])
         self.owners += [(call, index) for index in range(len(tokens))]
 
-    def _grown_mask(self) -> torch.Tensor:
+    def _step_mask(self) -> torch.Tensor:
+        """The attention mask of this step's forward: the rows' masks, grown by this step's token, then zeros over
+        the cache's spare room (made first if the cache is full)."""
+        if self.cache.layers[0].length == self.cache.layers[0].capacity:
+            for layer in self.cache.layers:
+                layer.fill(*layer.filled())
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
-        return self.mask
+        return _right_pad(self.mask, self.cache.layers[0].capacity)
 
     def _drop_ended_rows(self) -> None:
         """Rows whose call marked them ended leave the batch, and with them the cache's columns that only padded."""
@@ -228,7 +251,8 @@ class Decoding:
         first = int(self.mask.any(0).nonzero()[0])
         self.mask, self.tokens, self.positions = self.mask[:, first:], self.tokens[index], self.positions[index]
         for layer in self.cache.layers:
-            layer.fill(layer.keys[index, :, first:], layer.values[index, :, first:])
+            keys, values = layer.filled()
+            layer.fill(keys[index, :, first:], values[index, :, first:])
 
     def _report(self, call: _Call) -> None:
         watch = call.job.watch
@@ -263,3 +287,8 @@ def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
         return tensor
     pad = (0, 0, missing, 0) if tensor.dim() == 4 else (missing, 0)
     return torch.nn.functional.pad(tensor, pad)
+
+
+def _right_pad(mask: torch.Tensor, length: int) -> torch.Tensor:
+    """A 2-D attention `mask` with zeros added after its tokens to `length`."""
+    return torch.nn.functional.pad(mask, (0, length - mask.shape[1]))
