@@ -2,9 +2,12 @@
 
 1. Throughput: 4 concurrent clients (threads calling the pipeline in-process) each send a 30 s clip with a fixed
    100 new tokens (min_new_tokens = max_new_tokens = 100), against the same 4 requests served one by one, on
-   real-size random 0.6B weights, float32 on CPU. The batcher merges the concurrent ones into one `generate`;
-   the figure is the ratio of the two throughputs (goal ≥ 2.0).
-2. Round trip: `gradio_client` calling `/transcribe` on a `python app.py` server with the tiny scripted checkpoints,
+   real-size random 0.6B weights, float32 on CPU. The scheduler decodes the concurrent ones as one batch; the
+   figure is the ratio of the two throughputs (goal ≥ 2.0).
+2. Joining: a short request (5 s clip, 20 new tokens) that arrives while a long one (the 30 s clip, 100 tokens)
+   decodes, against each alone: per-step batching lets it join the running batch and return before the long one
+   ends, where per-call batching made it wait for the long one's whole `generate`.
+3. Round trip: `gradio_client` calling `/transcribe` on a `python app.py` server with the tiny scripted checkpoints,
    minus the same pipeline (`transcribe` on the same file) in-process: the API's own cost per call (goal ≤ 150 ms).
    A call is five HTTP requests (upload, join the queue, the event stream, two subtitle files), and `Client(url)`
    opens each on a new `httpx.Client`, which loads the CA bundle into a new SSL context even for http:// URLs. So the
@@ -14,6 +17,7 @@
 
     python tests/checkpoints.py bench/.cache/Qwen3-ASR-0.6B-hf --real-size 0.6b   # once, ~2.4 GB of RAM
     python bench/bench_batching.py throughput [--repeats 1] [--clients 4]
+    python bench/bench_batching.py joining [--repeats 2]
     python bench/bench_batching.py roundtrip [--repeats 20]
 """
 
@@ -91,8 +95,45 @@ def throughput(repeats: int, clients: int) -> None:
     for name in times:
         best = min(times[name])
         print(f"{name}: best {best:.1f} s ({clients / best * 60:.1f} requests/min), runs "
-              f"{['%.1f' % t for t in times[name]]}, generate calls per run {calls[name]}")
+              f"{['%.1f' % t for t in times[name]]}, model calls per run {calls[name]}")
     print(f"throughput ratio concurrent / one by one: {min(times['one by one']) / min(times['concurrent']):.2f}")
+
+
+def joining(repeats: int) -> None:
+    """A short request (5 s clip, 20 new tokens) that arrives while a long one (30 s, 100 tokens) decodes: how long
+    it waits for its result, against the same request alone; and what its company costs the long one."""
+    from qasr_space.progress import TranscriptionWatch
+
+    model_dir = str(ROOT / "bench" / ".cache")
+    if not (Path(model_dir) / "Qwen3-ASR-0.6B-hf" / "model.safetensors").exists():
+        sys.exit("build the real-size checkpoint first (see the docstring)")
+    manager = ModelManager(Settings(model_dir=model_dir))
+    long_clip, short_clip = tone(CLIP_SECONDS, freq=160.0), tone(5.0, freq=250.0)
+
+    def request(clip: np.ndarray, tokens: int, watch: TranscriptionWatch | None = None) -> float:
+        started = time.perf_counter()
+        manager.engine.transcribe("0.6B", [clip], [None], [None], tokens, watch=watch, min_new_tokens=tokens)
+        return time.perf_counter() - started
+
+    request(short_clip, 2)  # load and warm up
+    figures: dict[str, list[float]] = {"short alone": [], "long alone": [], "short joining": [], "long joined": []}
+    for _ in range(repeats):
+        figures["short alone"].append(request(short_clip, 20))
+        figures["long alone"].append(request(long_clip, NEW_TOKENS))
+        watch = TranscriptionWatch()
+        with ThreadPoolExecutor(1) as pool:
+            long_run = pool.submit(request, long_clip, NEW_TOKENS, watch)
+            while watch.snapshot().tokens < 10:  # the long one is decoding
+                time.sleep(0.01)
+            figures["short joining"].append(request(short_clip, 20))
+            figures["long joined"].append(long_run.result())
+        print("  " + ", ".join(f"{name} {values[-1]:.1f} s" for name, values in figures.items()), flush=True)
+    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, {manager.dtype}; a {CLIP_SECONDS:.0f} s "
+          f"clip with {NEW_TOKENS} new tokens, joined after its 10th token by a 5 s clip with 20")
+    best = {name: min(values) for name, values in figures.items()}
+    print(", ".join(f"{name}: best {value:.1f} s" for name, value in best.items()))
+    print(f"the short request waits {best['short joining'] / best['short alone']:.2f}x its time alone; the long one "
+          f"takes {best['long joined'] / best['long alone']:.2f}x")
 
 
 def roundtrip(repeats: int) -> None:
@@ -175,11 +216,13 @@ class _RawProtocol:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["throughput", "roundtrip"])
+    parser.add_argument("what", choices=["throughput", "joining", "roundtrip"])
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--clients", type=int, default=CLIENTS, help="throughput: concurrent clients (default 4)")
     args = parser.parse_args()
     if args.what == "throughput":
         throughput(args.repeats or 1, args.clients)
+    elif args.what == "joining":
+        joining(args.repeats or 2)
     else:
         roundtrip(args.repeats or 20)

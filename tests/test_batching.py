@@ -270,3 +270,19 @@ def test_requests_joining_a_running_decode_get_exactly_their_tokens_alone_and_re
     assert outputs == [run_asr(alone, [c], [lang], [ctx], budget, **options) for c, lang, ctx, budget in short]
     assert long_output == run_asr(alone, [tone(2.2, freq=400.0)], [None], [None], long_budget, **options)
     assert len({out[0].text for out in outputs}) == len(outputs)
+
+
+def test_options_decoding_per_step_does_not_cover_share_one_generate_and_get_their_tokens_alone(gathering_manager,
+                                                                                              manager):
+    """Beam search is not greedy: such calls take the other path, merged into one `generate` (`_decode`), and still
+    get exactly what they get alone."""
+    loaded = gathering_manager.asr("1.7B")
+    options = {"num_beams": 2}
+    assert not inference._decodes_per_step(loaded, options) and inference._decodes_per_step(loaded, {})
+    requests = list(zip(odd_length_clips(), LANGUAGES, CONTEXTS))
+    before = asr_calls(gathering_manager)
+    outputs = concurrently([lambda c=c, lang=lang, ctx=ctx: run_asr(loaded, [c], [lang], [ctx], 8, **options)
+                            for c, lang, ctx in requests])
+    assert asr_calls(gathering_manager) - before == 1
+    assert outputs == [run_asr(manager.asr("1.7B"), [c], [lang], [ctx], 8, **options) for c, lang, ctx in requests]
+    assert len({out[0].text for out in outputs}) == len(outputs)
