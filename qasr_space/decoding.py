@@ -18,6 +18,7 @@ that the tokens do not move.
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -163,7 +164,8 @@ class Decoding:
         if self.owners:
             with torch.inference_mode():
                 out = self.loaded.model(input_ids=self.tokens[:, None], attention_mask=self._step_mask(),
-                                        position_ids=self.positions[:, None], cache=self.cache, use_cache=True)
+                                        position_ids=self.positions[:, None], use_cache=True,
+                                        **{cache_field(self.loaded.model): self.cache})
                 logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
             self.positions = self.positions + 1
             tokens = self.tokens.clone()
@@ -201,7 +203,7 @@ class Decoding:
             logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
         tokens = call.choose(logits, self._eos)
         self._report(call)
-        return call, out.cache, tokens, positions[:, -1] + 1, mask
+        return call, out[cache_field(model)], tokens, positions[:, -1] + 1, mask
 
     @property
     def _eos(self) -> torch.Tensor:
@@ -271,6 +273,12 @@ class Decoding:
             result = call.result if call.result is not None else call.job.outputs(call.ids[:, prompt:], eos)
             finished.append((call.job, result))
         return finished
+
+
+def cache_field(model: torch.nn.Module) -> str:
+    """The name of the KV cache in the model's forward arguments and outputs: `cache` since transformers 5.24,
+    `past_key_values` before (5.20.2, the last release for Python 3.10, where ZeroGPU runs)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def start(job: DecodingJob) -> Decoding:
