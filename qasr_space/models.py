@@ -8,11 +8,12 @@ threads of their own. The manager also holds the engine that transcribes (`engin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -246,22 +247,30 @@ class ModelManager:
                     log.info("evicted %s from the model cache", evicted)
             return loaded
 
-    def _load(self, hub_id: str, model_class: type) -> LoadedModel:
+    def processor(self, hub_id: str) -> object:
+        """The processor of `hub_id` alone, loaded now (uncached), as `_load` would: for an engine that runs the
+        model elsewhere. Refused as quickly as a model load when the model is nowhere (`status`)."""
+        status = self._available(hub_id)
+        with _unavailable_on_failure(hub_id, status):
+            return AutoProcessor.from_pretrained(status.source, local_files_only=status.local_files_only)
+
+    def _available(self, hub_id: str) -> ModelStatus:
+        """`status(hub_id)`, or `ModelUnavailableError` naming the fix when the model cannot be had."""
         status = self.status(hub_id)
         if not status.available:
             raise ModelUnavailableError(
                 f"Model {hub_id} is unavailable: {status.note}, and it is not in the local hub cache. Connect this "
                 f"machine to the Hugging Face Hub so it can download, or set QASR_MODEL_DIR to a folder holding "
                 f"{hub_id.split('/')[-1]}/ (looked in {self.settings.model_dir or 'no folder: QASR_MODEL_DIR is unset'}).")
+        return status
+
+    def _load(self, hub_id: str, model_class: type) -> LoadedModel:
+        status = self._available(hub_id)
         log.info("loading %s from %s (%s) on %s (%s)", hub_id, status.source, status.note, self.device, self.dtype)
-        try:
+        with _unavailable_on_failure(hub_id, status):
             processor = AutoProcessor.from_pretrained(status.source, local_files_only=status.local_files_only)
             model = model_class.from_pretrained(status.source, dtype=self.dtype,
                                                 local_files_only=status.local_files_only).to(self.device).eval()
-        except (OSError, ValueError) as exc:
-            raise ModelUnavailableError(
-                f"Model {hub_id} could not be loaded from {status.note} ({_first_line(exc)[:200]}). Check the "
-                "connection to the Hugging Face Hub, or the files in QASR_MODEL_DIR.") from exc
         if self.device.type == "cpu":
             use_few_rows_linear(model)
         kind = "aligner" if model_class is Qwen3ASRForTokenClassification else "asr"
@@ -289,6 +298,17 @@ def run_in_new_thread(fn: Callable[..., R], *args) -> R:
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["result"]  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _unavailable_on_failure(hub_id: str, status: ModelStatus) -> Iterator[None]:
+    """Loading files from `status.source`: a missing or broken file becomes `ModelUnavailableError`."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
+            f"Model {hub_id} could not be loaded from {status.note} ({_first_line(exc)[:200]}). Check the "
+            "connection to the Hugging Face Hub, or the files in QASR_MODEL_DIR.") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -35,7 +35,7 @@ from .karaoke import (DOWNLOADS_CSS, KARAOKE_CSS, KARAOKE_JS, clock, download_li
                       render_karaoke, render_notice)
 from .languages import ALIGNER_LANGUAGES, LANGUAGES, aligner_supports, normalize_language
 from .models import ALIGNER_MODEL, ASR_MODELS, DEFAULT_MODEL, ModelManager, ModelStatus, asr_model_name
-from .diarize import MAX_SPEAKERS, Diarization, SpeakerCount, assign_speakers, parse_speakers, rename_speakers
+from .diarize import MAX_SPEAKERS, Diarization, assign_speakers, parse_speakers, rename_speakers
 from .progress import ProgressSnapshot, TranscriptionWatch
 from .results import AsrOutput, Transcript
 from .several import DONE, FAILED, MEDIA_SUFFIXES, WORKING, FileProgress, SourceFile, bundle, expand_uploads, \
@@ -466,19 +466,19 @@ class SpaceUI:
         done: list[ChunkResult] = []
         transcript = Transcript(language=None, text="", duration=duration)
         shown_status = "Transcribing…"
-        for update in self._watched_chunks(item.audio, name, forced, (context or "").strip() or None,
-                                           bool(timestamps)):
-            if isinstance(update, ProgressSnapshot):
-                shown_status = progress_status(update)
-                progress(update.fraction, desc=progress_status(update, share=False))
+        for event in self._watched_chunks(item.audio, name, forced, (context or "").strip() or None,
+                                          bool(timestamps)):
+            if isinstance(event, ProgressSnapshot):
+                shown_status = progress_status(event)
+                progress(event.fraction, desc=progress_status(event, share=False))
                 # The result area says it too, at every tick, changed or not: Gradio stops a cancelled run only when
                 # it yields, and until then ignores the page's next Transcribe.
                 yield self._outputs(transcript, item, status=shown_status)
                 continue
-            done.append(update)
+            done.append(event)
             transcript = collect(iter(done), duration=duration, model_name=ASR_MODELS[name], forced=forced)
-            progress(min(1.0, update.chunk.end / duration),
-                     desc=f"Transcribed {clock(update.chunk.end)} of {clock(duration)}")
+            progress(min(1.0, event.chunk.end / duration),
+                     desc=f"Transcribed {clock(event.chunk.end)} of {clock(duration)}")
             yield self._outputs(transcript, item, status=shown_status)
         return require_speech(transcript if done else None)
 

@@ -19,7 +19,8 @@ Requests stream (server-sent events), so a `TranscriptionWatch` hears every toke
 which makes vLLM abort the request. The clips of one call go at once (vLLM batches them continuously), spread over
 the back ends by fewest requests in flight; a back end that fails is skipped for `DOWN_SECONDS` and the request goes
 to another. With no `QASR_VLLM_URL`, the engine starts one local server itself (`VllmServer`) and restarts it if it
-dies.
+dies. The manager's ASR counters (`/info`) count each call as a request and each request sent to a server as a model
+call: the servers batch them out of sight.
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ def model_length(settings: Settings) -> int:
     return -(-int(tokens) // 1024) * 1024
 
 
+def server_args(settings: Settings) -> tuple[str, ...]:
+    """What a vLLM server needs to take every request this app sends: `--max-model-len` (`model_length`), and as
+    many tokens per step, since vLLM sizes its encoder cache by `--max-num-batched-tokens` and refuses a clip whose
+    audio tokens do not fit it whole (2048 by default on a CPU: 157 s, under the default 180 s chunk)."""
+    length = str(model_length(settings))
+    return ("--max-model-len", length, "--max-num-batched-tokens", length)
+
+
 class _BackendFailed(Exception):
     """A back end did not answer properly; the request may go to another one."""
 
@@ -125,7 +134,7 @@ class VllmEngine(AsrEngine):
             hub_id = ASR_MODELS[asr_model_name(manager.settings.vllm_model)]
             self.server = VllmServer(manager.settings.vllm_python, manager.resolve(hub_id), hub_id,
                                      dtype=str(manager.dtype).removeprefix("torch."),
-                                     extra_args=("--max-model-len", str(model_length(manager.settings))))
+                                     extra_args=server_args(manager.settings))
             self.server.start()
             urls = [self.server.url]
         self.backends = [_Backend(url.rstrip("/")) for url in urls]
@@ -149,6 +158,7 @@ class VllmEngine(AsrEngine):
         self.check(size)
         if not clips:
             return []
+        self.manager.batch_counters["asr"].count_request(len(clips))
         budget = max_new_tokens or new_tokens_for(max(len(clip) for clip in clips) / SAMPLE_RATE)
         progress = _Progress(watch, [len(clip) / SAMPLE_RATE for clip in clips], budget)
         jobs = list(zip(clips, languages, contexts))
@@ -169,21 +179,11 @@ class VllmEngine(AsrEngine):
             self.server.stop()
 
     def processor(self, size: str):
-        """The processor of model `size` ("0.6B"), loaded once: it builds prompts and parses outputs here."""
+        """The processor of model `size` ("0.6B"), loaded once (`ModelManager.processor`, so a hub that does not
+        answer is given up on as quickly as for a model load): it builds prompts and parses outputs here."""
         with self._lock:
             if size not in self._processors:
-                from transformers import AutoProcessor
-
-                source = self.manager.resolve(ASR_MODELS[size])
-                try:
-                    self._processors[size] = AutoProcessor.from_pretrained(source)
-                except (OSError, ValueError) as exc:
-                    reason = str(exc).strip().splitlines()[0][:200].rstrip(".")
-                    raise ModelUnavailableError(
-                        f"The processor of {ASR_MODELS[size]} (its tokenizer and feature extractor, which build the "
-                        f"vLLM engine's prompts) could not be loaded from {source}: {reason}. "
-                        "Connect this machine to the Hugging Face Hub, or set QASR_MODEL_DIR to a folder holding "
-                        f"{ASR_MODELS[size].split('/')[-1]}/.") from exc
+                self._processors[size] = self.manager.processor(ASR_MODELS[size])
             return self._processors[size]
 
     def _one(self, size: str, clip: np.ndarray, language: str | None, context: str | None, budget: int,
@@ -234,6 +234,7 @@ class VllmEngine(AsrEngine):
         `progress`; a cancelled watch closes the stream (vLLM then aborts the request)."""
         with self._lock:
             backend.in_flight += 1
+        self.manager.batch_counters["asr"].count_call()
         token_ids: list[int] = []
         finish = None
         try:
@@ -423,7 +424,10 @@ def _events(lines: Iterator[str]) -> Iterator[dict]:
             return
         event = json.loads(data)
         if "error" in event:
-            raise _BackendFailed(f"the server reported {event['error']}")
+            error = event["error"]
+            if isinstance(error, dict) and isinstance(error.get("code"), int) and error["code"] < 500:
+                raise ModelUnavailableError(f"The vLLM server refused the request: {str(error.get('message'))[:300]}")
+            raise _BackendFailed(f"the server reported {error}")
         yield event
 
 

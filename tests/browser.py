@@ -1,7 +1,7 @@
 """Real-browser test helpers: a `python app.py` server on 127.0.0.1 and Debian's headless Chromium via Playwright.
 
 `app_server` starts the app exactly as a Space does, on a free port, with the test checkpoints behind
-`QASR_MODEL_DIR`, and yields its base URL once the page answers. `launch_chromium` opens the system Chromium
+`QASR_MODEL_DIR` (and in the vLLM pass their servers behind `QASR_VLLM_URL`: `tests.engines.suite_env`), and yields its base URL once the page answers. `launch_chromium` opens the system Chromium
 (Playwright's own browsers are never installed). Both take extras, e.g. a fake microphone:
 `launch_chromium(p, extra_args=["--use-fake-device-for-media-stream", ...])`. `static_server` serves a folder on
 127.0.0.1 for URL inputs, silently. `upload` and `wait_for_result` drive the page: a file in, a result out;
@@ -24,8 +24,11 @@ from collections.abc import Iterator, Sequence
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.engines import VLLM, suite_env
+
 REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = REPO / "artifacts"
+#: Screenshots, server logs and evidence; the vLLM pass, which may run beside the other, keeps its own.
+ARTIFACTS = REPO / "artifacts" / ("vllm" if VLLM else "")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
@@ -46,11 +49,11 @@ def app_server(model_dir: str, *, env: dict[str, str] | None = None, log_path: P
     a failing start quotes.
     """
     port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log_path = log_path or ARTIFACTS / "app-server.log"
     full_env = {
         **os.environ,
-        "QASR_MODEL_DIR": model_dir,
+        **suite_env(model_dir),
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
@@ -124,7 +127,7 @@ def record_queue_messages(page) -> None:
 def keep_evidence(page, name: str, note: str = "") -> None:
     """For a test about to fail: `artifacts/NAME.png` (the whole page) and `artifacts/NAME.txt` (`note`, then what
     the server streamed to the page, if `record_queue_messages` was called on it)."""
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     streamed = "".join(page.evaluate("window.__queueMessages ?? []"))
     (ARTIFACTS / f"{name}.txt").write_text(f"{note}\n\n{streamed}" if note else streamed)

@@ -78,10 +78,13 @@ ADDED_TOKENS = [
 
 TINY_AUDIO = dict(num_mel_bins=128, encoder_layers=2, d_model=32, encoder_attention_heads=4, encoder_ffn_dim=64,
                   downsample_hidden_size=8, output_dim=32, n_window=50, n_window_infer=800, max_position_embeddings=13)
+#: vLLM's CPU attention takes head sizes from 32 to 512, so every test checkpoint has heads of 32: both engines can
+#: serve the same weights.
+VLLM_HEAD_DIM = 32
 TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=8, max_position_embeddings=65536, rms_norm_eps=1e-6,
+                 num_key_value_heads=2, head_dim=VLLM_HEAD_DIM, max_position_embeddings=65536, rms_norm_eps=1e-6,
                  rope_parameters={"rope_type": "default", "rope_theta": 1000000})
-SCRIPTED_TEXT = dict(TINY_TEXT, hidden_size=64, intermediate_size=64, head_dim=16, tie_word_embeddings=False)
+SCRIPTED_TEXT = dict(TINY_TEXT, hidden_size=64, intermediate_size=64, tie_word_embeddings=False)
 
 _REAL_AUDIO = dict(num_mel_bins=128, n_window=50, n_window_infer=800, downsample_hidden_size=480,
                    max_position_embeddings=13)
@@ -140,10 +143,10 @@ def _save(model, tok: Qwen2Tokenizer, out_dir: str, template: str, dtype: torch.
 
 
 def build_random(out_dir: str, kind: str = "asr", size: str = "tiny", seed: int = 0,
-                 initializer_range: float | None = None, head_dim: int | None = None) -> str:
+                 initializer_range: float | None = None) -> str:
     """Random weights; `kind` "asr" or "aligner", `size` "tiny" or a REAL_SIZES key. The default initialisation
     (std 0.02) leaves a tiny model's logits nearly blind to the audio (two different tones: 3e-6 apart); an
-    `initializer_range` of 0.5 makes every feature frame show in them. `head_dim` replaces the text model's."""
+    `initializer_range` of 0.5 makes every feature frame show in them."""
     tok = build_tokenizer()
     if size == "tiny":
         audio, text = dict(TINY_AUDIO), dict(TINY_TEXT, tie_word_embeddings=(kind == "asr"))
@@ -151,8 +154,6 @@ def build_random(out_dir: str, kind: str = "asr", size: str = "tiny", seed: int 
         audio, text = {**_REAL_AUDIO, **REAL_SIZES[size][0]}, {**_REAL_TEXT, **REAL_SIZES[size][1]}
     if initializer_range is not None:
         audio, text = dict(audio, initializer_range=initializer_range), dict(text, initializer_range=initializer_range)
-    if head_dim is not None:
-        text["head_dim"] = head_dim
     torch.manual_seed(seed)
     if kind == "asr":
         return _save(Qwen3ASRForConditionalGeneration(_config(tok, audio, text)), tok, out_dir, ASR_CHAT_TEMPLATE)
@@ -160,8 +161,7 @@ def build_random(out_dir: str, kind: str = "asr", size: str = "tiny", seed: int 
     return _save(model, tok, out_dir, ALIGNER_CHAT_TEMPLATE)
 
 
-def build_scripted_asr(out_dir: str, sentence: str = SCRIPTED_SENTENCE, language: str = "English",
-                       head_dim: int = SCRIPTED_TEXT["head_dim"]) -> str:
+def build_scripted_asr(out_dir: str, sentence: str = SCRIPTED_SENTENCE, language: str = "English") -> str:
     """ASR whose greedy output is `language <language><asr_text><sentence>` (or just the sentence when forced).
 
     Attention and MLP outputs are zeroed, so each position's logits depend on its own token only: embeddings and
@@ -170,8 +170,7 @@ def build_scripted_asr(out_dir: str, sentence: str = SCRIPTED_SENTENCE, language
     words = sentence.split()
     pieces = [words[0]] + [" " + w for w in words[1:]]
     tok = build_tokenizer(["language", " " + language] + pieces)
-    text = dict(SCRIPTED_TEXT, head_dim=head_dim)
-    model = Qwen3ASRForConditionalGeneration(_config(tok, dict(TINY_AUDIO, output_dim=64), text))
+    model = Qwen3ASRForConditionalGeneration(_config(tok, dict(TINY_AUDIO, output_dim=64), SCRIPTED_TEXT))
     ids = tok.convert_tokens_to_ids
     chain = [ids("Ċ"), ids("language"), ids(" " + language), ids("<asr_text>")] + [ids(p) for p in pieces]
     chain.append(ids("<|im_end|>"))
@@ -268,7 +267,7 @@ def tone_clip(band: int, seconds: float, sr: int = 16000) -> np.ndarray:
     return (0.4 * envelope * voice / 1.84).astype(np.float32)
 
 
-def build_tone_asr(out_dir: str, language: str = "English", head_dim: int = _TONE_TEXT["head_dim"]) -> str:
+def build_tone_asr(out_dir: str, language: str = "English") -> str:
     """ASR whose greedy output is `language <language><asr_text><word>`, or just the word when the language is forced,
     where the word is `tone_word(b)` for the band b of `tone_clip` that fills most of the clip's frames; a clip that
     is mostly silence gives no word (an empty transcript).
@@ -290,7 +289,7 @@ def build_tone_asr(out_dir: str, language: str = "English", head_dim: int = _TON
     """
     tok = build_tokenizer(["language", " " + language, *TONE_WORDS])
     torch.manual_seed(0)
-    text = dict(_TONE_TEXT, head_dim=head_dim)
+    text = _TONE_TEXT
     model = Qwen3ASRForConditionalGeneration(
         _config(tok, dict(TINY_AUDIO, output_dim=text["hidden_size"]), text)).eval()
     processor = Qwen3ASRProcessor(feature_extractor=Qwen3ASRFeatureExtractor(), tokenizer=tok,
@@ -411,29 +410,22 @@ def build_tone_model_dir(root: str) -> str:
     return root
 
 
-#: vLLM's CPU attention takes head sizes from 32 to 512; the other test checkpoints have 8 and 16.
-VLLM_HEAD_DIM = 32
+ASR_FOLDERS = ("Qwen3-ASR-0.6B-hf", "Qwen3-ASR-1.7B-hf")
 
 
-def build_vllm_model_dirs(root: str) -> tuple[str, str]:
-    """Two `QASR_MODEL_DIR`s holding the same weights, so both engines can run the same models: `root/transformers`
-    (the tone model as 0.6B, a tiny random 1.7B, the scripted aligner, all with text heads vLLM accepts) and
-    `root/vllm`, its copy in the layout vLLM loads: vLLM's weight renaming misses an untied top-level
-    `lm_head.weight`, so that key becomes `thinker.lm_head.weight` there."""
+def vllm_layout(model_dir: str, out_dir: str) -> str:
+    """A copy of the `QASR_MODEL_DIR` `model_dir` in the layout vLLM loads, the same weights: vLLM's weight renaming
+    misses an untied top-level `lm_head.weight`, so that key becomes `thinker.lm_head.weight` there."""
     from safetensors.torch import load_file, save_file
 
-    source, target = os.path.join(root, "transformers"), os.path.join(root, "vllm")
-    build_tone_asr(os.path.join(source, "Qwen3-ASR-0.6B-hf"), head_dim=VLLM_HEAD_DIM)
-    build_random(os.path.join(source, "Qwen3-ASR-1.7B-hf"), "asr", head_dim=VLLM_HEAD_DIM)
-    build_scripted_aligner(os.path.join(source, "Qwen3-ForcedAligner-0.6B-hf"))
-    shutil.copytree(source, target, dirs_exist_ok=True)
-    for name in ("Qwen3-ASR-0.6B-hf", "Qwen3-ASR-1.7B-hf"):
-        path = os.path.join(target, name, "model.safetensors")
+    shutil.copytree(model_dir, out_dir, dirs_exist_ok=True)
+    for name in ASR_FOLDERS:
+        path = os.path.join(out_dir, name, "model.safetensors")
         weights = load_file(path)
         if "lm_head.weight" in weights:
             weights["thinker.lm_head.weight"] = weights.pop("lm_head.weight")
             save_file(weights, path, metadata={"format": "pt"})
-    return source, target
+    return out_dir
 
 
 if __name__ == "__main__":

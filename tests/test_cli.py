@@ -15,12 +15,14 @@ from qasr_space.cli import main
 from qasr_space.results import Transcript
 from qasr_space.writers import CueLimits, to_srt
 from tests.checkpoints import SCRIPTED_SENTENCE
+from tests.engines import suite_env
 from tests.media import tone, write_media
 
 
 @pytest.fixture
 def cli_env(monkeypatch, model_dir):
-    monkeypatch.setenv("QASR_MODEL_DIR", model_dir)
+    for name, value in suite_env(model_dir).items():
+        monkeypatch.setenv(name, value)
     return model_dir
 
 
@@ -30,7 +32,7 @@ def clip(tmp_path_factory):
 
 
 def test_json_with_word_timestamps_from_a_real_process(cli_env, clip):
-    env = dict(os.environ, QASR_MODEL_DIR=cli_env)
+    env = dict(os.environ, **suite_env(cli_env))
     done = subprocess.run([sys.executable, "-m", "qasr_space", "transcribe", clip, "--timestamps"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -114,7 +116,7 @@ def test_bad_input_is_one_clear_line(cli_env, tmp_path, capsys, case):
 
 def test_bad_input_from_a_real_process_has_no_traceback(cli_env, tmp_path):
     done = subprocess.run([sys.executable, "-m", "qasr_space", "transcribe", str(tmp_path / "missing.ogg")],
-                          capture_output=True, text=True, env=dict(os.environ, QASR_MODEL_DIR=cli_env), timeout=300)
+                          capture_output=True, text=True, env=dict(os.environ, **suite_env(cli_env)), timeout=300)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
 

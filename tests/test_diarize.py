@@ -22,11 +22,11 @@ from qasr_space.errors import QasrError
 from qasr_space.models import ModelManager
 from qasr_space.karaoke import render_karaoke
 from qasr_space.results import Overlap, Segment, SpeakerTurn, Transcript, Word
-from qasr_space.settings import Settings
 from qasr_space.transcribe import transcribe
 from qasr_space.writers import to_json, to_srt, to_txt, to_vtt
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.dialogs import build_dialog
+from tests.engines import suite_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,7 +146,7 @@ def test_a_count_given_is_honoured(dialog2, dialog3):
 def test_transcribing_with_speakers_labels_every_segment_across_chunks(model_dir, dialog2):
     """The scripted model gives the words; diarization is real and runs once over the whole file, so the labels
     hold across chunk borders."""
-    manager = ModelManager(Settings(model_dir=model_dir, chunk_seconds=10.0, batch_size=4))
+    manager = ModelManager(suite_settings(model_dir, chunk_seconds=10.0, batch_size=4))
     result = transcribe(dialog2.path, manager=manager, timestamps=True, speakers=SpeakerCount())
     assert len(result.chunks) >= 4 and result.speakers == ["Speaker 1", "Speaker 2"]
     assert {s.speaker for s in result.segments} == {"Speaker 1", "Speaker 2"}

@@ -19,14 +19,14 @@ from qasr_space.errors import ModelUnavailableError, UnknownModelError
 from qasr_space.models import (ALIGNER_MODEL, ASR_MODELS, FewRowsLinear, ModelManager, asr_model_name, pick_device,
                                use_few_rows_linear)
 from qasr_space.scheduler import SCHEDULER
-from qasr_space.settings import Settings
+from tests.engines import suite_settings
 
 
 def test_hub_ids_resolve_to_local_folders(settings):
     manager = ModelManager(settings)
     assert manager.resolve("Qwen/Qwen3-ASR-0.6B-hf").startswith(settings.model_dir)
     assert manager.resolve("Qwen/Not-There") == "Qwen/Not-There"
-    assert ModelManager(Settings(model_dir=None)).resolve("Qwen/Qwen3-ASR-0.6B-hf") == "Qwen/Qwen3-ASR-0.6B-hf"
+    assert ModelManager(suite_settings(None)).resolve("Qwen/Qwen3-ASR-0.6B-hf") == "Qwen/Qwen3-ASR-0.6B-hf"
 
 
 def test_cpu_runs_float32():
@@ -46,7 +46,7 @@ def test_unknown_model_names_the_choices():
 
 def test_unreachable_model_is_a_clear_error(tmp_path):
     """The hub is offline in tests and the folder is missing: the message names the model and the fix."""
-    manager = ModelManager(Settings(model_dir=str(tmp_path)))
+    manager = ModelManager(suite_settings(str(tmp_path)))
     started = time.monotonic()
     with pytest.raises(ModelUnavailableError) as info:
         manager.asr("1.7B")
@@ -70,7 +70,7 @@ def silent_hub(monkeypatch, tmp_path) -> Iterator[None]:
 
 
 def test_a_silent_hub_makes_a_model_unavailable_within_the_hub_timeout(monkeypatch, tmp_path):
-    manager = ModelManager(Settings(model_dir=str(tmp_path), hub_timeout_seconds=1.0))
+    manager = ModelManager(suite_settings(str(tmp_path), hub_timeout_seconds=1.0))
     with silent_hub(monkeypatch, tmp_path):
         started = time.monotonic()
         with pytest.raises(ModelUnavailableError, match="the hub did not answer") as info:
@@ -83,11 +83,11 @@ def test_a_silent_hub_makes_a_model_unavailable_within_the_hub_timeout(monkeypat
 
 
 def test_status_says_where_each_model_comes_from(settings, tmp_path):
-    manager = ModelManager(Settings(model_dir=settings.model_dir))
+    manager = ModelManager(suite_settings(settings.model_dir))
     statuses = manager.statuses()
     assert [s.hub_id for s in statuses] == [*ASR_MODELS.values(), ALIGNER_MODEL]
     assert all(s.available and s.note == "local folder" and os.path.isdir(s.source) for s in statuses)
-    offline = ModelManager(Settings(model_dir=str(tmp_path))).status(ALIGNER_MODEL)
+    offline = ModelManager(suite_settings(str(tmp_path))).status(ALIGNER_MODEL)
     assert not offline.available and "HF_HUB_OFFLINE" in offline.note
 
 
@@ -97,7 +97,7 @@ def test_a_load_runs_beside_the_scheduler_and_stalls_nobody(settings, monkeypatc
     from tests.checkpoints import SCRIPTED_SENTENCE
     from tests.media import tone
 
-    manager = ModelManager(Settings(model_dir=settings.model_dir, batch_wait_ms=0))
+    manager = ModelManager(suite_settings(settings.model_dir, batch_wait_ms=0))
     ready = manager.asr("0.6B")
     load_threads, release = [], threading.Event()
     load = manager._load
@@ -123,13 +123,13 @@ def test_a_load_runs_beside_the_scheduler_and_stalls_nobody(settings, monkeypatc
 
 
 def test_the_default_cache_holds_every_model_on_a_gpu_and_two_on_the_cpu(settings):
-    assert ModelManager(Settings(model_dir=settings.model_dir)).cache_size == 2
-    assert ModelManager(Settings(model_dir=settings.model_dir, device="cuda")).cache_size == 3
-    assert ModelManager(Settings(model_dir=settings.model_dir, model_cache_size=1)).cache_size == 1
+    assert ModelManager(suite_settings(settings.model_dir)).cache_size == 2
+    assert ModelManager(suite_settings(settings.model_dir, device="cuda")).cache_size == 3
+    assert ModelManager(suite_settings(settings.model_dir, model_cache_size=1)).cache_size == 1
 
 
 def test_cache_is_bounded_lru(settings):
-    manager = ModelManager(Settings(model_dir=settings.model_dir, model_cache_size=2))
+    manager = ModelManager(suite_settings(settings.model_dir, model_cache_size=2))
     first = manager.asr("0.6B")
     manager.asr("1.7B")
     assert manager.asr("0.6B") is first  # a hit refreshes it
@@ -195,7 +195,7 @@ def test_model_work_runs_on_one_thread_whoever_asks(model_dir):
     from qasr_space.inference import run_asr
     from tests.media import tone
 
-    manager = ModelManager(Settings(model_dir=model_dir, batch_wait_ms=0))
+    manager = ModelManager(suite_settings(model_dir, batch_wait_ms=0))
     model_thread = SCHEDULER.run(threading.get_ident)
     assert model_thread != threading.get_ident()
     seen, callers = set(), set()

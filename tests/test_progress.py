@@ -17,12 +17,12 @@ from qasr_space.errors import Cancelled, QasrError
 from qasr_space.inference import run_asr
 from qasr_space.models import LoadedModel, ModelManager
 from qasr_space.progress import CLIP_CAP, TYPICAL_TOKENS_PER_SECOND, TranscriptionWatch
-from qasr_space.settings import Settings
 from qasr_space.transcribe import iter_transcribe, transcribe
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone
 from tests.test_batching import GATHER_SECONDS, concurrently
 from tests.test_transcribe import speech_with_gaps
+from tests.engines import suite_settings
 
 #: Far more steps than any test lets run: a decode that is not stopped would take seconds.
 LONG = 3000
@@ -155,7 +155,7 @@ def test_cancel_from_another_thread_stops_a_long_decode(manager):
 
 def test_a_cancelled_request_leaves_the_others_in_its_batch_unchanged(model_dir, manager):
     """A (watched, cancelled early), B (no watch) and C (watched) share one call; B and C get what they get alone."""
-    gathering = ModelManager(Settings(model_dir=model_dir, batch_size=3, batch_wait_ms=GATHER_SECONDS * 1000))
+    gathering = ModelManager(suite_settings(model_dir, batch_size=3, batch_wait_ms=GATHER_SECONDS * 1000))
     loaded = gathering.asr("0.6B")
     steps = 120
     requests = [([tone(2.0)], ["English"], [None], steps), ([tone(3.0, freq=260.0)], [None], [None], steps),
@@ -175,7 +175,7 @@ def test_a_cancelled_request_leaves_the_others_in_its_batch_unchanged(model_dir,
 
 def test_a_call_cancelled_while_queued_never_starts(model_dir):
     """One clip per call: B waits in the queue while A decodes; cancelled there, it never reaches the model."""
-    serial = ModelManager(Settings(model_dir=model_dir, batch_size=1))
+    serial = ModelManager(suite_settings(model_dir, batch_size=1))
     loaded = serial.asr("0.6B")
     first, queued = TranscriptionWatch(), TranscriptionWatch()
     steps = 400
@@ -204,7 +204,7 @@ def test_a_call_cancelled_while_queued_never_starts(model_dir):
 @pytest.fixture(scope="module")
 def chunking_manager(model_dir) -> ModelManager:
     """Chunks of at most 4 s, one per model call, so a few seconds of audio take several calls."""
-    return ModelManager(Settings(model_dir=model_dir, chunk_seconds=4.0, batch_size=1))
+    return ModelManager(suite_settings(model_dir, chunk_seconds=4.0, batch_size=1))
 
 
 def test_cancel_between_chunks_starts_no_further_chunk(chunking_manager):

@@ -60,6 +60,7 @@ from gradio_client.exceptions import AppError
 
 from tests.browser import ARTIFACTS, app_server, static_server
 from tests.checkpoints import TONE_FREQS, tone_clip, tone_word
+from tests.engines import suite_env
 from tests.media import write_media, write_video_only
 
 TOKEN = "reliability-token"
@@ -175,7 +176,7 @@ def start_server(model_dir: str, root: Path, name: str, **env: str):
     upload_dir, temp_dir = root / "gradio", root / "tmp"
     upload_dir.mkdir(parents=True)
     temp_dir.mkdir()
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = ARTIFACTS / f"{name}.log"
     full_env = {**LIMITS, "QASR_API_TOKEN": TOKEN, "QASR_ALLOW_PRIVATE_URLS": "1", "GRADIO_TEMP_DIR": str(upload_dir),
                 "TMPDIR": str(temp_dir), **env}
@@ -884,7 +885,7 @@ def make_client(url: str, downloads: Path, headers: dict | None = AUTH) -> Clien
 @pytest.fixture(scope="module")
 def env(server, media, web, tone_model_dir, tmp_path_factory) -> Env:
     downloads = tmp_path_factory.mktemp("reliability-downloads")
-    with mock.patch.dict(os.environ, {**CLI_LIMITS, "QASR_MODEL_DIR": tone_model_dir}):
+    with mock.patch.dict(os.environ, {**CLI_LIMITS, **suite_env(tone_model_dir)}):
         yield Env(server, make_client(server.url, downloads), make_client(server.url, downloads, None),
                   make_client(server.url, downloads, {"Authorization": "Bearer not-the-token"}), media, web)
 
@@ -928,7 +929,7 @@ def test_the_real_cli_process_answers_the_same(media, tone_model_dir):
         "file-url": (["transcribe", "file:///etc/passwd"], Err("Only http:// and https:// URLs")),
         "good": (["transcribe", str(media / "band5.wav"), "--timestamps"], Ok(5, words=True)),
     }
-    process_env = {**os.environ, **CLI_LIMITS, "QASR_MODEL_DIR": tone_model_dir,
+    process_env = {**os.environ, **CLI_LIMITS, **suite_env(tone_model_dir),
                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     processes = {name: subprocess.Popen([sys.executable, "-m", "qasr_space", *argv], env=process_env, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -1048,7 +1049,7 @@ def test_fifty_concurrent_clients_all_get_their_own_result(server, tmp_path):
         "max_clips_per_call": after["max_clips"],
         "load_average": os.getloadavg()[0],
     }
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "reliability-figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\n{CLIENTS} concurrent clients: {json.dumps(figures)}")
 

@@ -19,6 +19,7 @@ from qasr_space.audio import SAMPLE_RATE, load_audio
 from qasr_space.inference import asr_inputs, run_asr
 from qasr_space.transcribe import transcribe
 from tests.checkpoints import TONE_FREQS, tone_clip, tone_word
+from tests.engines import VLLM
 from tests.media import write_media
 
 BANDS = range(len(TONE_FREQS))
@@ -126,7 +127,8 @@ def test_each_word_wins_by_a_comfortable_logit_margin(tone_manager):
 
 def test_concurrent_users_each_get_their_own_word(tone_manager):
     """16 users at once on one manager: the batcher merges them into shared `generate` calls (fewer calls than
-    requests), and each still gets the word of their own audio, never a neighbour's."""
+    requests; on the vLLM engine one request each, batched by the server), and each still gets the word of their own
+    audio, never a neighbour's."""
     users = [(i % len(TONE_FREQS), 1.0 + (i * 5) % 14, i % 3 == 0) for i in range(16)]
     results: list[str | BaseException | None] = [None] * len(users)
     start = threading.Barrier(len(users))
@@ -152,4 +154,4 @@ def test_concurrent_users_each_get_their_own_word(tone_manager):
     assert results == [tone_word(band) for band, _, _ in users]
     after = tone_manager.batch_stats()["asr"]
     requests, calls = after["requests"] - before["requests"], after["model_calls"] - before["model_calls"]
-    assert requests == len(users) and calls < requests
+    assert requests == len(users) and (calls == requests if VLLM else calls < requests)

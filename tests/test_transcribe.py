@@ -13,10 +13,10 @@ from qasr_space.errors import AudioError, LanguageError, NoSpeechError, QasrErro
 from qasr_space import inference
 from qasr_space.inference import asr_inputs, run_asr
 from qasr_space.models import ModelManager
-from qasr_space.settings import Settings
 from qasr_space.transcribe import align, iter_transcribe, prepare_audio, transcribe
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone, write_media
+from tests.engines import ENGINE, suite_settings
 
 WORDS = SCRIPTED_SENTENCE.split()
 
@@ -27,6 +27,13 @@ def speech_with_gaps(seconds_each: list[float], gap: float = 0.6) -> np.ndarray:
     for i, seconds in enumerate(seconds_each):
         parts += [tone(seconds, freq=180.0 + 40 * i), np.zeros(int(gap * SAMPLE_RATE), np.float32)]
     return np.concatenate(parts)
+
+
+def test_the_suite_transcribes_on_the_engine_it_names(manager, tone_manager):
+    """`QASR_TEST_ENGINE` holds: in the vLLM pass the shared managers transcribe on vLLM servers."""
+    assert manager.engine.name == tone_manager.engine.name == ENGINE
+    manager.engine.check("0.6B")
+    manager.engine.check("1.7B")
 
 
 def test_transcribe_auto_language_from_a_file(manager, tmp_path):
@@ -65,7 +72,7 @@ def test_language_the_aligner_lacks_gives_a_note_not_an_error(manager):
 
 
 def test_long_audio_is_cut_at_quiet_points_without_losing_or_doubling_words(settings, tmp_path):
-    manager = ModelManager(Settings(model_dir=settings.model_dir, chunk_seconds=5.0, batch_size=2))
+    manager = ModelManager(suite_settings(settings.model_dir, chunk_seconds=5.0, batch_size=2))
     audio = speech_with_gaps([3.0, 3.0, 3.0, 2.0])
     progress = []
     result = transcribe(audio, manager=manager, timestamps=True, progress=lambda f, m: progress.append(f))
@@ -83,7 +90,7 @@ def test_long_audio_is_cut_at_quiet_points_without_losing_or_doubling_words(sett
 
 
 def test_iter_transcribe_yields_chunks_as_they_finish(settings):
-    manager = ModelManager(Settings(model_dir=settings.model_dir, chunk_seconds=4.0, batch_size=1))
+    manager = ModelManager(suite_settings(settings.model_dir, chunk_seconds=4.0, batch_size=1))
     results = iter_transcribe(speech_with_gaps([3.0, 3.0]), manager=manager)
     first = next(results)
     assert first.chunk.start == 0.0 and first.chunk.text == SCRIPTED_SENTENCE
@@ -140,7 +147,7 @@ def test_on_cuda_the_compile_setting_gives_a_static_cache_of_bucketed_length(man
     assert [o["max_cache_len"] for o in options] == [256, 256, 1536, 256]  # calls a few tokens apart share a graph
     assert all(o["cache_implementation"] == "static" and o["compile_config"] is inference.COMPILE_CONFIG
                for o in options)
-    assert ModelManager(Settings(model_dir=model_dir, compile=True)).asr("1.7B").compile
+    assert ModelManager(suite_settings(model_dir, compile=True)).asr("1.7B").compile
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["processor-sanitizes", "control-tokens-removed"])

