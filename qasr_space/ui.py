@@ -308,8 +308,8 @@ class SpaceUI:
     def run(self, source: str, file_path: str | None, recording_path: str | None, url: str | None, mode: str,
             text: str | None, model: str, language: str, context: str | None, timestamps: bool,
             speakers: str = SPEAKERS_OFF, progress: Callable = gr.Progress()) -> Iterator[Outputs]:
-        """Transcribe (or align) the input of the `source` tab, yielding the outputs as chunks finish; errors become
-        `gr.Error`."""
+        """Transcribe (or align) the input of the `source` tab, yielding the outputs as chunks finish; an error is
+        shown in the result area (`_shown_errors`), where it stays until the next run."""
         yield from self._shown_errors(self._run(
             functools.partial(self._read_input, source, file_path, recording_path, url), mode, text, model, language,
             context, timestamps, speakers, progress))

@@ -42,20 +42,27 @@ build_py310_env() {
   .venv-py310/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
 }
 
-# The vLLM pass: its environment, then the suite on the vLLM engine, then the vLLM engine's own module. It runs in the
-# background at a lower priority than the main pass (much of either is waiting on servers and browsers), with its own
-# pytest folder; its output is shown at the end.
+# The vLLM pass: its environment (built while the main Python's packages install), then, once those are in, the suite
+# on the vLLM engine beside the vLLM engine's own module (tests/test_vllm.py), each with its vLLM servers and its own
+# pytest folder. It runs in the background at a lower priority than the main pass (much of either is waiting on
+# servers and browsers); its output is shown at the end.
 vllm_pass() {
   if ! scripts/vllm_env.sh; then
     echo "Building .venv-vllm (scripts/vllm_env.sh) failed: the vLLM pass cannot run." >&2
     return 1
   fi
+  while [ ! -e "$main_packages_ready" ]; do sleep 2; done
+  local module_log module status=0
+  module_log="$(mktemp -t qasr-vllm-module.XXXXXX)"
+  python -m pytest -q --basetemp="$(mktemp -d -t qasr-vllm-module.XXXXXX)/pytest" tests/test_vllm.py \
+    >"$module_log" 2>&1 &
+  module=$!
   echo "vLLM pass: the tests that use a model, on the vLLM engine (QASR_TEST_ENGINE=vllm):"
-  local status=0
   QASR_TEST_ENGINE=vllm python -m pytest -q --basetemp="$(mktemp -d -t qasr-vllm-pass.XXXXXX)/pytest" \
     --ignore=tests/test_vllm.py || status=$?
+  wait "$module" || status=$?
   echo "vLLM pass: the vLLM engine beside the transformers one (tests/test_vllm.py):"
-  python -m pytest -q --basetemp="$(mktemp -d -t qasr-vllm-module.XXXXXX)/pytest" tests/test_vllm.py || status=$?
+  cat "$module_log"
   return "$status"
 }
 
@@ -74,12 +81,14 @@ else
   python310="$python310" setsid bash -c 'set -euo pipefail; build_py310_env' >"$py310_env_log" 2>&1 &
   py310_env_build=$!
 fi
-python -m pip install -q torch==2.13.0
-python -m pip install -q -r requirements.txt -r requirements-dev.txt
+export main_packages_ready="$vllm_log.ready"
 export -f vllm_pass
 setsid nice -n 10 bash -c 'set -uo pipefail; vllm_pass' >"$vllm_log" 2>&1 &
 vllm_job=$!
 trap 'kill -- -"$vllm_job" 2>/dev/null || true; [ -z "${py310_env_build:-}" ] || kill -- -"$py310_env_build" 2>/dev/null || true' EXIT
+python -m pip install -q torch==2.13.0
+python -m pip install -q -r requirements.txt -r requirements-dev.txt
+touch "$main_packages_ready"
 # The vLLM engine's own tests start vLLM servers: they run in the vLLM pass.
 python -m pytest -q --ignore=tests/test_vllm.py
 
