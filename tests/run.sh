@@ -43,7 +43,7 @@ build_py310_env() {
 }
 
 # The vLLM pass: its environment (built while the main Python's packages install), then, once those are in, the suite
-# on the vLLM engine beside the vLLM engine's own module (tests/test_vllm.py), each with its vLLM servers and its own
+# on the vLLM engine, then the vLLM engine's own module (tests/test_vllm.py), each with its own vLLM servers and
 # pytest folder. It runs in the background at a lower priority than the main pass (much of either is waiting on
 # servers and browsers); its output is shown at the end.
 vllm_pass() {
@@ -52,17 +52,12 @@ vllm_pass() {
     return 1
   fi
   while [ ! -e "$main_packages_ready" ]; do sleep 2; done
-  local module_log module status=0
-  module_log="$(mktemp -t qasr-vllm-module.XXXXXX)"
-  python -m pytest -q --basetemp="$(mktemp -d -t qasr-vllm-module.XXXXXX)/pytest" tests/test_vllm.py \
-    >"$module_log" 2>&1 &
-  module=$!
+  local status=0
   echo "vLLM pass: the tests that use a model, on the vLLM engine (QASR_TEST_ENGINE=vllm):"
   QASR_TEST_ENGINE=vllm python -m pytest -q --basetemp="$(mktemp -d -t qasr-vllm-pass.XXXXXX)/pytest" \
     --ignore=tests/test_vllm.py || status=$?
-  wait "$module" || status=$?
   echo "vLLM pass: the vLLM engine beside the transformers one (tests/test_vllm.py):"
-  cat "$module_log"
+  python -m pytest -q --basetemp="$(mktemp -d -t qasr-vllm-module.XXXXXX)/pytest" tests/test_vllm.py || status=$?
   return "$status"
 }
 

@@ -23,9 +23,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VLLM_PYTHON = os.path.join(REPO, ".venv-vllm", "bin", "python")
 
 #: For every server the tests start, the engine's own included (it inherits the environment): a KV cache of 1 GiB
-#: (the tiny models need a few MiB; the default takes 4 GiB per server) and no thread pinning, so two servers on a
-#: 2-core machine do not share one pinned core while the other idles.
-SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+#: (the tiny models need a few MiB; the default takes 4 GiB per server); no thread pinning, so two servers on a
+#: 2-core machine do not share one pinned core while the other idles; and one compute thread each. The tiny models
+#: gain nothing from a second, and an OpenMP pool keeps its threads spinning after each step (Intel's for 200 ms),
+#: which with several servers beside a test run takes the CPU from everything else.
+SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}
 
 
 def require_vllm() -> str:
