@@ -14,18 +14,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest  # noqa: E402
 
 from tests.checkpoints import build_model_dir, build_tone_model_dir  # noqa: E402
-from tests.engines import VLLM, serve, suite_settings, uses_a_model  # noqa: E402
+from tests.engines import VLLM, reaches_the_engine, serve, suite_settings  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
-    """The vLLM pass runs the tests that use a model folder; the rest never reach an engine and run in the
-    transformers pass alone."""
+    """The vLLM pass runs the tests that can reach the engine; the rest run in the transformers pass alone."""
     if not VLLM:
         return
-    engine_free = [item for item in items if not uses_a_model(item)]
+    engine_free = [item for item in items if not reaches_the_engine(item)]
     if engine_free:
         config.hook.pytest_deselected(items=engine_free)
-        items[:] = [item for item in items if uses_a_model(item)]
+        items[:] = [item for item in items if reaches_the_engine(item)]
 
 
 @pytest.fixture(scope="session")

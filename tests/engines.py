@@ -4,9 +4,9 @@ In the vLLM pass the shared model folders (`model_dir` and `tone_model_dir` in c
 servers on 127.0.0.1, one per ASR model, from a `vllm_layout` copy of the same weights. Every manager, app process
 and CLI process that the suite starts on one of those folders transcribes on those servers: in process through
 `suite_settings`, in a subprocess through `suite_env`. The aligner, diarization and everything before and after the
-engine stay as they are. The vLLM pass runs the tests that use those folders (`uses_a_model`); the others never reach
-an engine. Where the engines rightly differ (the vLLM engine counts one model call per clip, its server batches them
-out of sight; a vLLM server holds its model from the start, so nothing loads), a test says what each one does.
+engine stay as they are. The vLLM pass runs the tests that can reach the engine (`reaches_the_engine`). Where the
+engines rightly differ (the vLLM engine counts one model call per clip, as its server batches them out of sight; a
+vLLM server holds its model from the start, so nothing loads), a test says what each one does.
 """
 
 from __future__ import annotations
@@ -55,10 +55,12 @@ def serve(folders: dict[str, tuple[str, ...]], logs: str) -> list[Server]:
     return servers
 
 
-def uses_a_model(item: pytest.Item) -> bool:
-    """Whether a test uses the shared model folders (through any fixture), so that it can reach the engine: the
-    vLLM pass runs these, and leaves the rest to the transformers pass."""
-    return bool({"model_dir", "tone_model_dir"} & set(getattr(item, "fixturenames", ())))
+def reaches_the_engine(item: pytest.Item) -> bool:
+    """Whether a test can reach the engine: it uses the shared model folders (through any fixture), and is not
+    marked `engine_free` (it calls the transformers engine's scheduler or the model manager directly, or checks what
+    happens before any model work). The vLLM pass runs these and leaves the rest to the transformers pass."""
+    uses_a_model = bool({"model_dir", "tone_model_dir"} & set(getattr(item, "fixturenames", ())))
+    return uses_a_model and item.get_closest_marker("engine_free") is None
 
 
 def suite_settings(model_dir: str, **fields: Any) -> Settings:

@@ -19,6 +19,9 @@ from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone
 from tests.engines import suite_settings
 
+#: The transformers engine's own scheduler and `run_asr`, called directly: the vLLM pass has nothing to run here.
+pytestmark = pytest.mark.engine_free
+
 #: Long enough that concurrent callers always arrive inside it; a full batch ends the wait at once.
 GATHER_SECONDS = 5.0
 

@@ -21,6 +21,9 @@ from qasr_space.models import (ALIGNER_MODEL, ASR_MODELS, FewRowsLinear, ModelMa
 from qasr_space.scheduler import SCHEDULER
 from tests.engines import suite_settings
 
+#: The model manager's loading and cache, in this process whatever the engine: the vLLM pass leaves it out.
+pytestmark = pytest.mark.engine_free
+
 
 def test_hub_ids_resolve_to_local_folders(settings):
     manager = ModelManager(settings)
