@@ -11,7 +11,7 @@ app's "Use via API" page. User errors reach the caller as `gr.Error` with the `Q
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
@@ -112,14 +112,14 @@ def register_api(manager: ModelManager) -> None:
         return transcribe(audio, manager=manager, model=model, language=language, context=context,
                           timestamps=timestamps)
 
-    def transcribe_with_speakers(audio: np.ndarray, options: tuple, speakers: SpeakerCount | None) -> Transcript:
-        """ASR on the GPU slice, then (on the CPU) who spoke when."""
-        result = transcribe_audio(audio, *options)
-        return with_speakers(result, audio, speakers) if speakers is not None else result
-
     @on_gpu
     def align_audio(audio: np.ndarray, text: str, language: str | None) -> Transcript:
         return align(audio, text, manager=manager, language=language)
+
+    def then_speakers(on_gpu_call: Callable[..., Transcript], audio: np.ndarray, options: tuple,
+                      speakers: SpeakerCount | None) -> Transcript:
+        """`on_gpu_call(audio, *options)` on the GPU slice, then (on the CPU) who spoke when."""
+        return with_speakers(on_gpu_call(audio, *options), audio, speakers)
 
     def transcribe_file(audio: FileData, model: str = DEFAULT_MODEL, language: str = "auto", context: str = "",
                         timestamps: bool = False, speakers: str = "off", formats: str = DEFAULT_FILES,
@@ -131,7 +131,7 @@ def register_api(manager: ModelManager) -> None:
             count = _speakers(speakers)
             file_formats, limits = _formats(formats), _cue_limits(max_line_chars, max_cue_seconds)
             samples = prepare_audio(_uploaded(audio, settings), settings)
-            return _with_files(transcribe_with_speakers(samples, options, count), file_formats, limits, served)
+            return _with_files(then_speakers(transcribe_audio, samples, options, count), file_formats, limits, served)
 
     def transcribe_url(url: str, model: str = DEFAULT_MODEL, language: str = "auto", context: str = "",
                        timestamps: bool = False, speakers: str = "off", formats: str = DEFAULT_FILES,
@@ -144,19 +144,21 @@ def register_api(manager: ModelManager) -> None:
             file_formats, limits = _formats(formats), _cue_limits(max_line_chars, max_cue_seconds)
             with fetch_audio(_text(url, "url"), settings) as fetched:
                 samples = prepare_audio(fetched.audio, settings)
-            return _with_files(transcribe_with_speakers(samples, options, count), file_formats, limits, served)
+            return _with_files(then_speakers(transcribe_audio, samples, options, count), file_formats, limits, served)
 
     def align_text(audio: FileData, text: str, language: str = "auto", formats: str = DEFAULT_FILES,
-                   max_line_chars: int = LINE_CHARS, max_cue_seconds: float = CUE_SECONDS,
+                   max_line_chars: int = LINE_CHARS, max_cue_seconds: float = CUE_SECONDS, speakers: str = "off",
                    request: gr.Request = None) -> tuple[dict, FileData | None, FileData | None]:
         with _user_errors():
             require_token(_authorization(request), settings)
             text = _text(text, "text")
             check_align_text(text, settings)
             forced = normalize_language(_text(language, "language"))
+            count = _speakers(speakers)
             file_formats, limits = _formats(formats), _cue_limits(max_line_chars, max_cue_seconds)
             samples = prepare_audio(_uploaded(audio, settings), settings)
-            return _with_files(align_audio(samples, text, forced), file_formats, limits, served)
+            return _with_files(then_speakers(align_audio, samples, (text, forced), count), file_formats, limits,
+                               served)
 
     def server_info() -> dict:
         return info(manager)
@@ -170,7 +172,7 @@ def register_api(manager: ModelManager) -> None:
     gr.api(align_text, api_name="align", api_description=(
         f"Word timestamps for a transcript you already have (no speech recognition), on up to "
         f"{ALIGNER_MAX_SECONDS:.0f} s of audio. `language`: one of {', '.join(ALIGNER_LANGUAGES)}, or auto. "
-        + _FILES + " " + _RETURNS))
+        + _FILES + " `speakers` (the last input): who spoke when, as for /transcribe. " + _RETURNS))
     gr.api(server_info, api_name="info", api_description=(
         "The models, the 30 languages (name and code), the 11 aligner languages, this server's limits, the version, "
         "and batching counters (model calls and the requests they served)."), queue=False)

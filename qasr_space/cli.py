@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"srt and vtt: characters per subtitle line, two lines a cue (default {LINE_CHARS})")
         sub.add_argument("--max-cue-seconds", type=float, default=CUE_SECONDS, metavar="S",
                          help=f"srt and vtt: longest time a cue stays on screen (default {CUE_SECONDS:g})")
+        sub.add_argument("--speakers", default=None, metavar="N|MIN-MAX|auto",
+                         help="say who spoke when: a number of speakers, a range, or auto (default: off)")
         sub.add_argument("-o", "--output", default=None, help="write here instead of stdout")
 
     run = commands.add_parser("transcribe", help="speech to text, optionally with word timestamps")
@@ -39,8 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="0.6B", help=f"one of {', '.join(ASR_MODELS)} (default 0.6B)")
     run.add_argument("--context", default=None, help="context or hotwords to bias the transcript")
     run.add_argument("--timestamps", action="store_true", help="word timestamps from the ForcedAligner")
-    run.add_argument("--speakers", default=None, metavar="N|MIN-MAX|auto",
-                     help="say who spoke when: a number of speakers, a range, or auto (default: off)")
 
     own = commands.add_parser("align", help="word timestamps for a transcript you already have")
     common(own)
@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     manager = ModelManager(settings)
     try:
-        speakers = parse_speakers(args.speakers) if args.command == "transcribe" else None
+        speakers = parse_speakers(args.speakers)
         limits = CueLimits(args.max_line_chars, args.max_cue_seconds)
         with _audio_source(args.audio, settings) as source:
             if args.command == "align":
-                result = align(source, args.text, manager=manager, language=args.language)
+                result = align(source, args.text, manager=manager, language=args.language, speakers=speakers)
             else:
                 result = transcribe(source, manager=manager, model=args.model, language=args.language,
                                     context=args.context, timestamps=args.timestamps, speakers=speakers)

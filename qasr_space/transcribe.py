@@ -231,10 +231,13 @@ def transcribe(
     return with_speakers(transcript, audio, speakers, progress)
 
 
-def with_speakers(transcript: Transcript, audio: np.ndarray, speakers: SpeakerCount,
+def with_speakers(transcript: Transcript, audio: np.ndarray, speakers: SpeakerCount | None,
                   progress: ProgressCallback | None = None) -> Transcript:
     """`transcript` of `audio` with each word's and segment's speaker, from one diarization of the whole audio (on
-    the CPU: it needs no GPU, and on ZeroGPU it then costs no GPU time). A count it could not meet is a warning."""
+    the CPU: it needs no GPU, and on ZeroGPU it then costs no GPU time); with `speakers` None, `transcript` as it is.
+    A count it could not meet is a warning."""
+    if speakers is None:
+        return transcript
     (progress or (lambda fraction, message: None))(1.0, "Finding speakers")
     found = diarize(audio, speakers)
     result = assign_speakers(transcript, found)
@@ -262,8 +265,10 @@ def align(
     manager: ModelManager,
     language: str | None = None,
     progress: ProgressCallback | None = None,
+    speakers: SpeakerCount | None = None,
 ) -> Transcript:
-    """Word timestamps for a transcript the user already has (aligner only, no ASR)."""
+    """Word timestamps for a transcript the user already has (aligner only, no ASR); with `speakers`, say who spoke
+    each word (`with_speakers`)."""
     check_align_text(text, manager.settings)
     forced = normalize_language(language)
     if forced is not None and not aligner_supports(forced):
@@ -282,6 +287,7 @@ def align(
     report(1.0, "Aligned")
     chunk = Chunk(start=0.0, end=duration, text=text.strip(), language=forced)
     words = words_from_alignment(chunk.text, items, offset=0.0, duration=duration)
-    return Transcript(language=forced, text=chunk.text, duration=duration, words=words,
-                      segments=build_segments(words) if words else segments_from_chunks([chunk]),
-                      model=loaded.name, chunks=[chunk])
+    transcript = Transcript(language=forced, text=chunk.text, duration=duration, words=words,
+                            segments=build_segments(words) if words else segments_from_chunks([chunk]),
+                            model=loaded.name, chunks=[chunk])
+    return with_speakers(transcript, audio, speakers, progress)

@@ -339,7 +339,7 @@ class SpaceUI:
             chunks = self._transcribe_chunks(audio, name, forced, (context or "").strip() or None, bool(timestamps))
             transcript = require_speech(collect(chunks, duration=len(audio) / SAMPLE_RATE,
                                                 model_name=ASR_MODELS[name], forced=forced))
-            return with_speakers(transcript, audio, count) if count is not None else transcript
+            return with_speakers(transcript, audio, count)
 
         downloads: dict[int, list[str]] = {}
         workers = self.settings.batch_size if self.settings.batch_requests else 1
@@ -427,10 +427,9 @@ class SpaceUI:
         forced = normalize_language(None if language == AUTO else language)
         if mode == ALIGN:
             check_align_text(text, self.settings)
-            count = None
         else:
             check_context(context, self.settings)
-            count = parse_speakers(speakers)
+        count = parse_speakers(speakers)
         progress(0.0, desc="Reading the audio")
         folder = self.served.new_folder()
         try:
@@ -445,10 +444,10 @@ class SpaceUI:
             else:
                 yield self._outputs(empty, item, status="Transcribing…")
                 transcript = yield from self._transcribe(item, model, forced, context, timestamps, progress)
-                if count is not None:
-                    yield self._outputs(transcript, item, status="Finding speakers…")
-                    progress(1.0, desc="Finding speakers")
-                    transcript = with_speakers(transcript, item.audio, count)
+            if count is not None:
+                yield self._outputs(transcript, item, status="Finding speakers…")
+                progress(1.0, desc="Finding speakers")
+                transcript = with_speakers(transcript, item.audio, count)
             files = write_all(transcript, folder, item.name)
         except Exception:  # a failed request leaves no folder behind
             shutil.rmtree(folder, ignore_errors=True)
@@ -684,12 +683,12 @@ def timestamps_option(language: str, wanted: bool) -> dict:
 
 
 def mode_layout(mode: str, language: str) -> tuple:
-    """Align mode needs the text box and the aligner's languages, and has no use for model, context or timestamps."""
+    """Align mode needs the text box and the aligner's languages, and has no use for model, context or timestamps
+    (Speakers works in both modes)."""
     aligning = mode == ALIGN
     choices = [AUTO, *(ALIGNER_LANGUAGES if aligning else LANGUAGES)]
     return (
         gr.update(visible=aligning),
-        gr.update(visible=not aligning),
         gr.update(visible=not aligning),
         gr.update(visible=not aligning),
         gr.update(visible=not aligning),
@@ -803,7 +802,7 @@ def render_ui(manager: ModelManager) -> SpaceUI:
     timestamps.input(lambda value: value, timestamps, wanted_timestamps, queue=False, api_visibility="private")
     language.change(timestamps_option, [language, wanted_timestamps], timestamps, queue=False,
                     api_visibility="private")
-    mode.change(mode_layout, [mode, language], [align_in, model, context, timestamps, speakers, language, run_button],
+    mode.change(mode_layout, [mode, language], [align_in, model, context, timestamps, language, run_button],
                 queue=False, api_visibility="private")
     for button in (run_button, several_button):
         button.click(None, js=SHOW_RESULT_JS, queue=False, api_visibility="private")

@@ -120,7 +120,7 @@ def test_every_endpoint_is_named_and_described_on_the_api_page(url):
         "audio", "model", "language", "context", "timestamps", "speakers", "formats", "max_line_chars",
         "max_cue_seconds"]
     assert [p["parameter_name"] for p in endpoints["/align"]["parameters"]] == [
-        "audio", "text", "language", "formats", "max_line_chars", "max_cue_seconds"]
+        "audio", "text", "language", "formats", "max_line_chars", "max_cue_seconds", "speakers"]
 
 
 def test_transcribe_with_word_timestamps(client, media):
@@ -502,6 +502,19 @@ def test_speakers_through_gradio_client_in_the_json_and_both_subtitles(client, m
     assert plain["speakers"] == [] and "speaker" not in plain["segments"][0]
     with pytest.raises(AppError, match="Speakers 'a crowd' is not understood: give a number"):
         client.predict(audio=handle_file(str(media / "clip.wav")), speakers="a crowd", api_name="/transcribe")
+
+
+def test_align_takes_speakers_as_its_last_input(client, media):
+    """Your own text, timed by the aligner, with who said it; `speakers` comes last, after the layout options."""
+    result = client.predict(audio=handle_file(str(media / "dialog.wav")), text="Hello there. How are you? Fine.",
+                            language="en", speakers="2", api_name="/align")
+    transcript = Transcript.from_dict(result[0])
+    assert transcript.speakers == ["Speaker 1", "Speaker 2"] and len(transcript.turns) >= 2
+    assert transcript.words and all(w.speaker in transcript.speakers for w in transcript.words)
+    vtt = Path(result[2]).read_text(encoding="utf-8")
+    assert vtt == to_vtt(transcript) and "<v Speaker 1>Hello" in vtt
+    with pytest.raises(AppError, match="Speakers must be between 1 and 10"):
+        client.predict(audio=handle_file(str(media / "clip.wav")), text="Hello.", speakers="12", api_name="/align")
 
 
 def test_rest_diarized_json_and_speakers_in_verbose_json(oai, url, media):

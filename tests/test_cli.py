@@ -128,3 +128,6 @@ def test_speakers_label_the_subtitles(cli_env, dialog2, capsys, monkeypatch):
     assert "[Speaker 1] Hello" in srt and "[Speaker 2] Hello" in srt
     assert main(["transcribe", dialog2.path, "--speakers", "two"]) == 1
     assert "Speakers 'two' is not understood" in capsys.readouterr().err
+    text = " ".join(turn.text for turn in dialog2.turns)
+    assert main(["align", dialog2.path, "--text", text, "--language", "en", "--speakers", "2", "--format", "vtt"]) == 0
+    assert "<v Speaker 1>" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from qasr_space.errors import QasrError
 from qasr_space.models import ModelManager
 from qasr_space.karaoke import render_karaoke
 from qasr_space.results import Overlap, Segment, SpeakerTurn, Transcript, Word
-from qasr_space.transcribe import transcribe
+from qasr_space.transcribe import align, transcribe
 from qasr_space.writers import to_json, to_srt, to_txt, to_vtt
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.dialogs import build_dialog
@@ -159,6 +159,19 @@ def test_transcribing_with_speakers_labels_every_segment_across_chunks(model_dir
     assert result.text.count(SCRIPTED_SENTENCE) == len(result.chunks)
     plain = transcribe(dialog2.path, manager=manager, timestamps=False, speakers=SpeakerCount(2, 2))
     assert {s.speaker for s in plain.segments} <= {"Speaker 1", "Speaker 2"} and not plain.words
+
+
+def test_aligning_your_own_text_with_speakers_labels_its_words(model_dir, dialog2):
+    """Align mode takes Speakers too: the aligner times the user's words, diarization (run once, on the audio) names
+    who said each of them; without Speakers the result has none."""
+    manager = ModelManager(suite_settings(model_dir))
+    text = " ".join(turn.text for turn in dialog2.turns)
+    result = align(dialog2.path, text, manager=manager, language="English", speakers=SpeakerCount())
+    assert result.speakers == ["Speaker 1", "Speaker 2"] and len(result.turns) >= len(dialog2.turns) // 2
+    assert result.words and all(w.speaker in result.speakers for w in result.words)
+    assert {s.speaker for s in result.segments} <= set(result.speakers)
+    assert "Speaker 1" in to_srt(result) and "<v Speaker" in to_vtt(result)
+    assert align(dialog2.path, text, manager=manager, language="English").speakers == []
 
 
 def test_overlapping_speech_is_found_and_clean_turns_have_none(dialog2, tmp_path):

@@ -248,9 +248,8 @@ def test_going_back_to_a_language_with_timestamps_restores_the_users_choice():
 
 
 def test_align_mode_offers_the_aligner_languages_only():
-    text_box, model, context, timestamps, speakers, language, button = mode_layout(ALIGN, "Greek")
+    text_box, model, context, timestamps, language, button = mode_layout(ALIGN, "Greek")
     assert text_box["visible"] and not model["visible"] and not context["visible"] and not timestamps["visible"]
-    assert not speakers["visible"]
     assert language["choices"] == [AUTO, *ALIGNER_LANGUAGES] and language["value"] == AUTO
     assert button["value"] == "Align"
     *_, language, button = mode_layout(TRANSCRIBE, "German")
@@ -531,6 +530,18 @@ def test_speakers_show_as_coloured_turns_and_renaming_reaches_every_download(mod
         page.rename(shown, [["Speaker 1", "x" * 100]])
     with pytest.raises(gr.Error, match="transcribe with Speakers on first"):
         page.rename(None, [["Speaker 1", "Anna"]])
+
+
+def test_align_mode_finds_speakers_too(ui, dialog2):
+    """Your own text, timed, with who said it: the page's Align mode keeps the Speakers option."""
+    text = " ".join(turn.text for turn in dialog2.turns)
+    updates = run(ui, dialog2.path, mode=ALIGN, text=text, language="English", speakers="2")
+    assert any("Finding speakers…" in update[2] for update in updates[:-1])
+    _, shown_text, karaoke, files, names, shown, _ = updates[-1]
+    assert names["visible"] and [row[0] for row in names["value"]] == ["Speaker 1", "Speaker 2"]
+    assert shown_text.startswith("Speaker ") and '<span class="qk-speaker">Speaker' in karaoke
+    assert shown.transcript.speakers == ["Speaker 1", "Speaker 2"]
+    assert "<v Speaker" in next(Path(f) for f in files if f.endswith(".vtt")).read_text(encoding="utf-8")
 
 
 def test_an_edited_transcript_is_re_timed_and_every_download_follows(ui, clip):
