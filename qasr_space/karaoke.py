@@ -297,7 +297,11 @@ for (const name of ['timeupdate', 'seeked', 'pause', 'ended']) {
 }
 element.addEventListener('durationchange', showLength, true);
 element.addEventListener('change', (event) => {
-  if (event.target.matches('.qk-follow input')) follow = event.target.checked;
+  if (!event.target.matches('.qk-follow input')) return;
+  follow = event.target.checked;
+  if (!follow) return;
+  index();  // back on: what is lit now comes into view, not only what lights up next
+  for (const track of [tracks.word, tracks.segment]) if (track.active) keepInView(track.active);
 }, true);
 element.addEventListener('click', (event) => {
   const copy = event.target.closest ? event.target.closest('.qk-copy') : null;

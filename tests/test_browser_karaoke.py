@@ -180,7 +180,7 @@ def play_the_last_word(page) -> None:
                            f"'word{WORDS - 1}'", timeout=5_000)
 
 
-def test_follow_along_off_highlights_without_scrolling(page):
+def test_follow_along_off_highlights_without_scrolling_and_back_on_brings_the_lit_word_into_view(page):
     pause_at_start(page)
     page.eval_on_selector_all("#qasr-karaoke .qk-text, #qasr-karaoke .qk-segments",
                               "boxes => boxes.forEach(b => b.scrollTo({top: 0, behavior: 'instant'}))")
@@ -189,11 +189,13 @@ def test_follow_along_off_highlights_without_scrolling(page):
     page.uncheck("#qasr-karaoke .qk-follow input")
     play_the_last_word(page)
     page.wait_for_timeout(500)  # longer than a smooth scroll takes
+    page.evaluate(f"{AUDIO}.pause()")
     assert page.locator("#qasr-karaoke .qk-segment.qk-active").count() == 1
+    assert page.locator("#qasr-karaoke .qk-word.qk-active").inner_text() == f"word{WORDS - 1}"
     assert scroll_tops(page) == [0, 0]
 
+    # Back on, what is lit comes into view at once, playing or not.
     page.check("#qasr-karaoke .qk-follow input")
-    play_the_last_word(page)
     page.wait_for_function("document.querySelector('#qasr-karaoke .qk-text').scrollTop > 0 && "
                            "document.querySelector('#qasr-karaoke .qk-segments').scrollTop > 0", timeout=5_000)
     pause_at_start(page)
