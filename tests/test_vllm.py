@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -288,3 +290,41 @@ def _running_requests(url: str) -> float:
         if line.startswith("vllm:num_requests_running"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError("no vllm:num_requests_running in /metrics")
+
+
+def _in_a_process(python: str, env: dict[str, str], code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([python, "-W", "always", "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_a_cpu_server_waits_between_steps_without_keeping_a_core_busy(python):
+    """In the vLLM environment, with the environment a CPU server gets (`server_env`), vLLM's shared-memory readers
+    spin for a fraction of vLLM's 1 s and sleep with a short recheck; a GPU server keeps vLLM's own wait. What that
+    spares the machine: bench/bench_vllm_wait.py."""
+    from qasr_space.vllm_engine import QUIET_SITE, server_env
+
+    read = ("import sys\n"
+            "site = sys.modules.get('sitecustomize')\n"
+            "from vllm.distributed.device_communicators import shm_broadcast as m\n"
+            "print(m.SpinCondition.__init__.__defaults__[-1], m.SHM_READER_RECHECK_INTERVAL_MS,"
+            " getattr(site, 'SPIN_SECONDS', None), getattr(site, 'RECHECK_MS', None))")
+    cpu = server_env(on_cpu=True)
+    assert cpu["PYTHONPATH"].split(os.pathsep)[0] == QUIET_SITE
+    done = _in_a_process(python, cpu, read)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spin, recheck, wanted_spin, wanted_recheck = done.stdout.split()
+    assert (float(spin), int(recheck)) == (float(wanted_spin), int(wanted_recheck))
+    assert float(spin) <= 0.1 and int(recheck) <= 10 and "busy wait" not in done.stderr
+    gpu = _in_a_process(python, {**server_env(on_cpu=False), "PYTHONPATH": ""}, read)
+    assert gpu.returncode == 0 and gpu.stdout.split()[:2] == ["1", "5000"], gpu.stderr[-2000:]
+
+
+def test_a_vllm_without_those_names_keeps_its_own_wait_and_says_so(tmp_path):
+    """Should vLLM rename what the site changes, its server still starts, with a warning in its log."""
+    from qasr_space.vllm_engine import QUIET_SITE
+
+    code = ("import sitecustomize, types\n"
+            "sitecustomize._shorten_the_spin(types.SimpleNamespace(SpinCondition=object))\n"
+            "print('still running')")
+    done = _in_a_process(sys.executable, {**os.environ, "PYTHONPATH": QUIET_SITE}, code)
+    assert done.returncode == 0 and done.stdout.strip() == "still running"
+    assert "could not shorten vLLM's busy wait" in done.stderr

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from qasr_space.settings import Settings
-from qasr_space.vllm_engine import _free_port, server_args
+from qasr_space.vllm_engine import _free_port, server_args, server_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VLLM_PYTHON = os.path.join(REPO, ".venv-vllm", "bin", "python")
@@ -83,5 +83,5 @@ def start_server(python: str, model_dir: str, served_name: str, log_path: str) -
                "--dtype", "float32", "--enable-scale-out", "--enforce-eager", *server_args(Settings())]
     with open(log_path, "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **SERVER_ENV}, start_new_session=True)
+                                   env={**server_env(on_cpu=True), **SERVER_ENV}, start_new_session=True)
     return Server(process, f"http://127.0.0.1:{port}", log_path)
