@@ -258,10 +258,8 @@ class VllmEngine(AsrEngine):
                 if response.status_code >= 500:
                     raise _BackendFailed(f"HTTP {response.status_code}")
                 if response.status_code != 200:
-                    raise ModelUnavailableError(
-                        f"The vLLM server at {backend.url} refused the request (HTTP {response.status_code}: "
-                        f"{_error_message(response)}).")
-                for event in _events(response.iter_lines()):
+                    raise _refusal(backend.url, response.status_code, _error_message(response))
+                for event in _events(response.iter_lines(), backend.url):
                     choice = event["choices"][0]
                     token_ids.extend(choice.get("token_ids") or [])
                     finish = choice.get("finish_reason") or finish
@@ -428,8 +426,8 @@ def _without_added_tokens(processor, text: str | None) -> str | None:
     return (without_control_tokens(processor.tokenizer, text) if text else "") or None
 
 
-def _events(lines: Iterator[str]) -> Iterator[dict]:
-    """The JSON events of a server-sent event stream, up to `[DONE]`."""
+def _events(lines: Iterator[str], url: str) -> Iterator[dict]:
+    """The JSON events of the server-sent event stream of the server at `url`, up to `[DONE]`."""
     for line in lines:
         if not line.startswith("data:"):
             continue
@@ -440,9 +438,15 @@ def _events(lines: Iterator[str]) -> Iterator[dict]:
         if "error" in event:
             error = event["error"]
             if isinstance(error, dict) and isinstance(error.get("code"), int) and error["code"] < 500:
-                raise ModelUnavailableError(f"The vLLM server refused the request: {str(error.get('message'))[:300]}")
+                raise _refusal(url, error["code"], str(error.get("message")))
             raise _BackendFailed(f"the server reported {error}")
         yield event
+
+
+def _refusal(url: str, code: int, message: str) -> ModelUnavailableError:
+    """A request the server at `url` refused, as an HTTP 4xx or as an error event in the stream: the user reads the
+    server's own words, and the back end stays in the rotation."""
+    return ModelUnavailableError(f"The vLLM server at {url} refused the request (HTTP {code}: {message[:300]}).")
 
 
 def _error_message(response: httpx.Response) -> str:
