@@ -21,6 +21,7 @@ RECHECK_MS = 2
 
 
 def _shorten_the_spin(module) -> None:
+    """Set `module`'s spin and recheck, only where they are what this was written for (vLLM 0.32's names)."""
     try:
         spin = module.SpinCondition.__init__
         names = spin.__code__.co_varnames[:spin.__code__.co_argcount]
