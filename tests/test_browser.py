@@ -350,10 +350,15 @@ def test_speakers_are_coloured_turns_and_a_rename_reaches_the_subtitles(browser,
     assert len(set(colours)) == 2
     assert transcript_text(page).startswith("Speaker 1: Hello")
 
-    page.dblclick("#qasr-speaker-names [data-testid='cell-0-1']")
-    page.keyboard.press("ControlOrMeta+a")
-    page.keyboard.type("Anna")
-    page.keyboard.press("Enter")
+    # Each step waits for the table to be in the state the next needs: under load the cell's editor mounts well after
+    # the double click, and keys typed before it would go nowhere.
+    name_cell = page.locator("#qasr-speaker-names [data-testid='cell-0-1']")
+    name_cell.dblclick()
+    editor = name_cell.locator("textarea[aria-label='Edit cell']")
+    editor.fill("Anna")
+    editor.press("Enter")
+    sync_api.expect(editor).to_have_count(0, timeout=RESULT_TIMEOUT_MS)
+    sync_api.expect(name_cell.locator("span[data-editable]")).to_have_text("Anna", timeout=RESULT_TIMEOUT_MS)
     page.click("#qasr-rename")
     page.wait_for_function("Array.from(document.querySelectorAll('#qasr-karaoke .qk-speaker'))"
                            ".some(e => e.textContent === 'Anna')", timeout=RESULT_TIMEOUT_MS)
