@@ -65,6 +65,8 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 #: Every fetch's temporary folder lives under this one root (swept for leftovers elsewhere).
 FETCH_ROOT = os.path.join(tempfile.gettempdir(), "qasr-fetch")
+#: How often a fetch checks whether it was cancelled or is past its deadline.
+WATCH_SECONDS = 0.1
 
 #: yt-dlp protocols whose downloaders fetch through `YoutubeDL.urlopen`, i.e. within the budget.
 _GUARDED_PROTOCOLS = frozenset({
@@ -166,18 +168,19 @@ def check_url_allowed(url: str, settings: Settings | None = None, *, policy: Add
 
 @contextlib.contextmanager
 def fetch_audio(
-    url: str, settings: Settings | None = None, *, policy: AddressPolicy | None = None
+    url: str, settings: Settings | None = None, *, policy: AddressPolicy | None = None,
+    cancelled: threading.Event | None = None,
 ) -> Iterator[FetchedAudio]:
     """Download and decode the audio of `url`; the temporary folder is removed when the block ends.
 
     Raises `FetchError` (one sentence) for a refused or broken URL, a live stream, more than
     `settings.max_upload_mb` read, more than `settings.url_deadline_seconds` taken, audio over
-    `settings.max_audio_seconds`, or a server where the connection guard is not in force (503).
-    `policy` is for tests only.
+    `settings.max_audio_seconds`, a server where the connection guard is not in force (503), or `cancelled` set
+    (the request was cancelled: the download stops within `WATCH_SECONDS`). `policy` is for tests only.
     """
     settings = settings or Settings.from_env()
     url = url.strip()
-    guard = _Guard(settings, policy or AddressPolicy())  # the deadline counts from here
+    guard = _Guard(settings, policy or AddressPolicy(), cancelled)  # the deadline counts from here
     check_url_allowed(url, settings, policy=policy)
     _require_connect_guard()
     os.makedirs(FETCH_ROOT, exist_ok=True)
@@ -271,7 +274,7 @@ class _ConnectRefused(PermissionError):
 class _Guard:
     """One fetch's rules and limits; remembers its first failure so that it beats yt-dlp's wording."""
 
-    def __init__(self, settings: Settings, policy: AddressPolicy) -> None:
+    def __init__(self, settings: Settings, policy: AddressPolicy, cancelled: threading.Event | None = None) -> None:
         self.enforce = not settings.allow_private_urls
         self.policy = policy
         self.budget = int(settings.max_upload_mb * 1024 * 1024)
@@ -279,6 +282,7 @@ class _Guard:
         self.error: FetchError | None = None
         self._settings = settings
         self._deadline = time.monotonic() + settings.url_deadline_seconds
+        self._cancelled = cancelled
         self._stopped = False
         self._sockets: list[tuple[Callable[[], Any], int, tuple[int, int] | None]] = []
         self._lock = threading.Lock()
@@ -301,17 +305,26 @@ class _Guard:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        """Scope the connect hook to this guard in this context, and stop everything at the deadline."""
-        remaining = max(0.0, self._deadline - time.monotonic())
-        timer = threading.Timer(remaining, self.stop, (_deadline_error(self._settings),))
-        timer.daemon = True
+        """Scope the connect hook to this guard in this context, and stop everything at the deadline or on cancel."""
+        finished = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(finished,), name="qasr-fetch-watch", daemon=True)
         token = _CURRENT_GUARD.set(self)
-        timer.start()
+        watcher.start()
         try:
             yield
         finally:
-            timer.cancel()
+            finished.set()
             _CURRENT_GUARD.reset(token)
+
+    def _watch(self, finished: threading.Event) -> None:
+        """Every `WATCH_SECONDS` until the fetch ends: stop it once it is cancelled or past its deadline."""
+        while not finished.wait(min(WATCH_SECONDS, max(0.0, self._deadline - time.monotonic()))):
+            if self._cancelled is not None and self._cancelled.is_set():
+                self.stop(FetchError("The download was cancelled."))
+                return
+            if time.monotonic() >= self._deadline:
+                self.stop(_deadline_error(self._settings))
+                return
 
     def stop(self, error: FetchError) -> None:
         """Fail the fetch: shut down every socket it opened (blocked reads return at once) and refuse new ones."""

@@ -8,6 +8,7 @@ its message. The GPU-bound calls go through `gpu.on_gpu`, which is a no-op off Z
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -15,10 +16,12 @@ import queue
 import threading
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from html import escape
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 import gradio as gr
@@ -119,6 +122,11 @@ PAGE_JS = """
 """
 #: How often a running transcription reports how far it has got.
 PROGRESS_SECONDS = 1.0
+#: How often a run waiting on a blocking step yields (`SpaceUI._aside`): a Cancel takes effect at the next yield,
+#: and until then Gradio drops the page's next Transcribe.
+ASIDE_TICK_SECONDS = 0.25
+#: What the result area says while a slow input (a URL's download, a long file's decoding) is read.
+READING = "Reading the audio…"
 CANCELLED = "Cancelled: nothing more is decoded for this run. Press Transcribe to start again."
 SERVER_FAULT = ("Something went wrong on the server, not with your input; it is logged. Press Transcribe to try "
                 "again.")
@@ -239,6 +247,7 @@ def _write_wav(audio: np.ndarray, folder: str, name: str) -> str:
 #: speaker names table, the result kept for renaming and re-timing, and whether the result's extras (language,
 #: downloads, the editor) show.
 Outputs = tuple[str, str, str, "list[str] | None", dict, "_Shown | None", dict]
+T = TypeVar("T")
 
 
 class SpaceUI:
@@ -251,6 +260,9 @@ class SpaceUI:
         #: Files the page's handlers read must lie here: Gradio's upload folder, unless a test names another.
         self.upload_root = upload_root or get_upload_folder()
         self.live_sessions = LiveSessions(self.settings.max_live_sessions, self.settings.max_live_seconds)
+        #: Where a run's long blocking steps run (`_aside`): as many at once as the queue runs requests.
+        self._steps = ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency_limit),
+                                         thread_name_prefix="qasr-step")
 
         @on_gpu
         def transcribe_chunks(audio: np.ndarray, model: str, language: str | None, context: str | None,
@@ -359,7 +371,7 @@ class SpaceUI:
     def retime(self, shown: _Shown | None, text: str | None, progress: Callable = gr.Progress()) -> Iterator[Outputs]:
         """The edited transcript aligned to the same audio again: new word times, the same speakers' turns, and the
         karaoke view and every download redone."""
-        def read_again(folder: str) -> _Input:
+        def read_again(folder: str, cancelled: threading.Event) -> _Input:
             if shown is None:
                 raise QasrError("There is no result to re-time yet: transcribe something first, then edit the text.")
             try:
@@ -420,10 +432,11 @@ class SpaceUI:
         return (_shown_text(renamed), self._karaoke(renamed, shown.media_path, shown.title), files,
                 replace(shown, names=mapping))
 
-    def _run(self, read_input: Callable[[str], _Input], mode, text, model, language, context, timestamps, speakers,
-             progress) -> Iterator[Outputs]:
-        """`read_input(folder)` gives the audio (files it needs go in the request's folder); then transcribe or
-        align it, and find the speakers when asked, yielding the outputs as chunks finish."""
+    def _run(self, read_input: Callable[[str, threading.Event], _Input], mode, text, model, language, context,
+             timestamps, speakers, progress) -> Iterator[Outputs]:
+        """`read_input(folder, cancelled)` gives the audio (files it needs go in the request's folder; a download
+        stops once `cancelled` is set); then transcribe or align it, and find the speakers when asked, yielding the
+        outputs as chunks finish. The blocking steps run aside (`_aside`), so Cancel stops the run in any of them."""
         forced = normalize_language(None if language == AUTO else language)
         if mode == ALIGN:
             check_align_text(text, self.settings)
@@ -433,26 +446,47 @@ class SpaceUI:
         progress(0.0, desc="Reading the audio")
         folder = self.served.new_folder()
         try:
-            item = read_input(folder)
+            item = yield from self._aside(functools.partial(read_input, folder), notice_outputs(READING))
             if item.forced is None:
                 item.forced = forced is not None
             empty = Transcript(language=None, text="", duration=len(item.audio) / SAMPLE_RATE)
             if mode == ALIGN:
-                yield self._outputs(empty, item, status="Aligning…")
+                aligning = self._outputs(empty, item, status="Aligning…")
+                yield aligning
                 progress(0.0, desc="Aligning")
-                transcript = self._align_text(item.audio, text or "", forced)
+                transcript = yield from self._aside(
+                    lambda _: self._align_text(item.audio, text or "", forced), aligning)
             else:
                 yield self._outputs(empty, item, status="Transcribing…")
                 transcript = yield from self._transcribe(item, model, forced, context, timestamps, progress)
             if count is not None:
-                yield self._outputs(transcript, item, status="Finding speakers…")
+                finding = self._outputs(transcript, item, status="Finding speakers…")
+                yield finding
                 progress(1.0, desc="Finding speakers")
-                transcript = with_speakers(transcript, item.audio, count)
+                transcript = yield from self._aside(lambda _: with_speakers(transcript, item.audio, count), finding)
             files = write_all(transcript, folder, item.name)
-        except Exception:  # a failed request leaves no folder behind
+        except BaseException:  # a failed or cancelled request leaves no folder behind
             shutil.rmtree(folder, ignore_errors=True)
             raise
         yield self._outputs(transcript, item, files=files)
+
+    def _aside(self, step: Callable[[threading.Event], T], waiting: Outputs) -> Generator[Outputs, None, T]:
+        """`step(cancelled)` in a worker thread, with `waiting` yielded every `ASIDE_TICK_SECONDS` until it returns.
+
+        Gradio stops a cancelled run that has yielded only at its next yield, and until then drops the page's next
+        Transcribe: a long blocking step (a URL's download, the aligner, diarization) would hold the page. Closing this generator sets
+        `cancelled` (a download stops at it) and drops the step if it has not started; one that has started ends
+        aside. The workers are as many as the requests the queue runs at once, so cancelled steps cannot pile up.
+        """
+        cancelled = threading.Event()
+        future = self._steps.submit(contextvars.copy_context().run, step, cancelled)
+        try:
+            while not wait([future], timeout=ASIDE_TICK_SECONDS).done:
+                yield waiting
+            return future.result()
+        finally:
+            cancelled.set()
+            future.cancel()
 
     def _transcribe(self, item: _Input, model: str, forced: str | None, context: str | None, timestamps: bool,
                     progress: Callable) -> Iterator[Outputs]:
@@ -531,13 +565,13 @@ class SpaceUI:
                 self.manager.engine.check(hub_id)
 
     def _read_input(self, source: str, file_path: str | None, recording_path: str | None, url: str | None,
-                    folder: str) -> _Input:
+                    folder: str, cancelled: threading.Event) -> _Input:
         if source == URL_SOURCE:
             url = (url or "").strip()
             if not url:
                 raise AudioError("The URL field is empty: paste a link to a video page (YouTube and the other sites "
                                  "yt-dlp supports) or to a media file.")
-            with fetch_audio(url, self.settings) as fetched:
+            with fetch_audio(url, self.settings, cancelled=cancelled) as fetched:
                 audio = prepare_audio(fetched.audio, self.settings)
                 media = _playable(fetched.path, fetched.audio, folder, copy=True)
             title = f"{fetched.title} ({clock(fetched.duration)})"
@@ -617,11 +651,15 @@ def language_line(language: str | None, forced: bool) -> str:
     return f"{'Forced' if forced else 'Detected'}: {language}" if language else ""
 
 
+def notice_outputs(message: str, *, error: bool = False) -> Outputs:
+    """The result area showing a line instead of a result (`render_notice`), with the result's extras hidden."""
+    return ("", "", render_notice(message, error=error), None, gr.update(value=None, visible=False), None,
+            gr.update(visible=False))
+
+
 def error_outputs(exc: QasrError | gr.Error) -> Outputs:
     """The result area showing a refusal instead of a result; the input stays as the user left it."""
-    message = exc.message if isinstance(exc, gr.Error) else str(exc)
-    return ("", "", render_notice(message, error=True), None, gr.update(value=None, visible=False), None,
-            gr.update(visible=False))
+    return notice_outputs(exc.message if isinstance(exc, gr.Error) else str(exc), error=True)
 
 
 def _shown_text(transcript: Transcript) -> str:
@@ -643,7 +681,7 @@ def model_status_line(statuses: list[ModelStatus]) -> str:
     return "Models: " + " · ".join(escape(part) for part in parts)
 
 
-def _recorded_input(session: LiveSession, folder: str) -> _Input:
+def _recorded_input(session: LiveSession, folder: str, cancelled: threading.Event) -> _Input:
     """A finished live recording (`session.close()`, once the browser's last chunk is in), with a WAV of it for the
     player."""
     audio = session.close(settle_seconds=2 * LIVE_STREAM_EVERY_SECONDS)

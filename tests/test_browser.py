@@ -6,7 +6,12 @@ highlighting, seeking, downloads, screenshot); the other tests each open a fresh
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -247,6 +252,68 @@ def test_url_input_shows_title_and_plays_the_fetched_audio(browser, server, site
     assert page.inner_text("#qasr-karaoke .qk-title") == "interview (0:03)"
     page.wait_for_function("document.querySelector('#qasr-karaoke audio').duration > 2.5", timeout=10_000)
     page.close()
+
+
+@contextlib.contextmanager
+def slow_server(path: Path, seconds: float) -> Iterator[tuple[str, threading.Event, list[float]]]:
+    """Serve `path` on 127.0.0.1, its bytes spread over `seconds` (a slow host); yields its URL, an event set when a
+    request comes, and the times (`time.monotonic`) at which clients hung up before the end."""
+    body = path.read_bytes()
+    pieces = max(1, int(seconds / 0.25))
+    size = -(-len(body) // pieces)
+    requested, hangups = threading.Event(), []
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the base class's name)
+            requested.set()
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for start in range(0, len(body), size):
+                    self.wfile.write(body[start:start + size])
+                    self.wfile.flush()
+                    time.sleep(0.25)
+            except OSError:
+                hangups.append(time.monotonic())
+
+        def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{path.name}", requested, hangups
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_cancel_during_a_slow_download_stops_it_and_the_next_run_goes_at_once(browser, server, media):
+    """A download from a slow host (here 60 s) says so in the result area; Cancel stops it (the app hangs up), and
+    the next Transcribe runs at once."""
+    with slow_server(Path(media["clip"]), seconds=60) as (url, requested, hangups):
+        page = open_app(browser, server)
+        choose_source(page, "URL")
+        page.fill("#qasr-url input, #qasr-url textarea", url)
+        page.click("#qasr-run")
+        assert requested.wait(30), "the app never asked the slow host for the file"
+        page.wait_for_function("document.querySelector('#qasr-karaoke').innerText.includes('Reading the audio')",
+                               timeout=RESULT_TIMEOUT_MS)
+        cancelled_at = time.monotonic()
+        page.click("#qasr-cancel")
+        # The app hangs up when the server stops the run: from then on the page's next Transcribe counts.
+        while not any(when > cancelled_at for when in hangups):
+            assert time.monotonic() < cancelled_at + 15, "the download went on after Cancel"
+            time.sleep(0.05)
+        choose_source(page, "Upload")
+        upload(page, Path(media["clip"]))
+        page.click("#qasr-run")
+        wait_for_result(page)
+        assert transcript_text(page) == SCRIPTED_SENTENCE
+        page.close()
 
 
 def test_example_runs_with_one_click(browser, server):

@@ -40,6 +40,7 @@ TIMEOUT = 0.3
 TRICKLE_INTERVAL = 0.25  # the trickle routes send one byte this often: no single read ever times out
 TRICKLE_MAX_SECONDS = 30.0  # ... and give up after this long, whatever the client does
 DEADLINE = 2.0  # the whole-fetch deadline of the trickle tests
+CANCEL_AFTER = 0.5  # when the cancel test's fetch is cancelled
 HUGE_TOTAL = 256 * 1024 * 1024  # what the huge page would send if nobody hung up
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -590,6 +591,22 @@ def test_server_that_trickles_bytes_is_stopped_at_the_deadline(server, name):
     assert DEADLINE - 0.1 < elapsed < DEADLINE + 3, elapsed
     when, sent = _hangup(server, f"trickle/{name}", after=started + DEADLINE - 0.1)
     assert when - started < DEADLINE + 3 < TRICKLE_MAX_SECONDS, "the connection was shut down at the deadline"
+
+
+@pytest.mark.parametrize("name", ["page.html", "tone.wav"])
+def test_a_cancelled_fetch_stops_at_once(server, name):
+    """The page's Cancel sets the event while the fetch runs aside: its connection is shut down within a watch
+    period, long before the deadline, and nothing is returned."""
+    server.hangups.clear()
+    cancelled = threading.Event()
+    threading.Timer(CANCEL_AFTER, cancelled.set).start()
+    started = time.monotonic()
+    error = _fetch_error(f"{server.base}/trickle/{name}", _open(), cancelled=cancelled)
+    elapsed = time.monotonic() - started
+    assert str(error) == "The download was cancelled."
+    assert CANCEL_AFTER <= elapsed < CANCEL_AFTER + 1.0, elapsed
+    when, sent = _hangup(server, f"trickle/{name}", after=started)
+    assert when - started < CANCEL_AFTER + 1.0, "the connection was shut down when the fetch was cancelled"
 
 
 def test_deadline_counts_from_the_start_of_the_fetch(server):

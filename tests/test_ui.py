@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import html
 import inspect
+import itertools
 import json
 import os
 import pickle
 import re
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -217,6 +219,59 @@ def test_a_run_yields_at_every_progress_tick_even_when_its_status_stays_the_same
     ticks_before_the_text = [update for update in updates if "a fake status" in update[2] and update[1] == ""]
     assert len(ticks_before_the_text) >= 3
     assert updates[-1][1] == SCRIPTED_SENTENCE
+
+
+class FakeSlowAligner:
+    """A fake of the page's aligner call that holds each call until the test says go, then aligns for real: it
+    stands in for a long alignment (a 3 h file), which the scripted aligner never is."""
+
+    def __init__(self, real):
+        self.real, self.go, self.started, self.finished = real, threading.Event(), [], []
+
+    def __call__(self, *args):
+        self.started.append(args)
+        self.go.wait(timeout=120)
+        result = self.real(*args)
+        self.finished.append(args)
+        return result
+
+
+def test_cancel_in_a_long_step_stops_the_run_at_once_and_cancelled_steps_cannot_pile_up(manager, clip, tmp_path,
+                                                                                       uploads, monkeypatch):
+    """Gradio cancels a run by closing its generator, which it can do only at a yield. A run waiting on a long
+    blocking step yields every tick, so it is closed at once, leaving no folder; the step ends aside. Cancelled
+    steps still running hold the workers (as many as the queue runs requests), so they cannot pile up: the next
+    run waits for a worker, yielding, and cancelled before it starts, never runs."""
+    monkeypatch.setattr(ui_module, "ASIDE_TICK_SECONDS", 0.01)
+    served = ServedFiles(str(tmp_path / "served"))
+    page = SpaceUI(manager, served, uploads)
+    aligner = FakeSlowAligner(page._align_text)
+    monkeypatch.setattr(page, "_align_text", aligner)
+    workers = page.settings.concurrency_limit
+
+    def aligning(until, most_ticks: int, status: str = "Aligning…"):
+        """A run of Align mode, followed until `until()` holds or for `most_ticks` updates saying `status`."""
+        updates = page.run(FILE_SOURCE, clip, None, None, ALIGN, "a test", "0.6B", "English", None, True, "Off",
+                           no_progress)
+        ticks = 0
+        for update in updates:
+            ticks += status in update[2]
+            if until() or ticks >= most_ticks:
+                return updates, ticks
+        pytest.fail("the run ended while its aligner was held")
+
+    for started in range(1, workers + 1):
+        held, _ = aligning(lambda: len(aligner.started) == started, most_ticks=3000)
+        assert len(aligner.started) == started
+        held.close()
+        assert not aligner.finished and os.listdir(served.root) == []
+    queued, ticks = aligning(lambda: False, most_ticks=20, status=ui_module.READING)  # even its file waits
+    queued.close()
+    assert ticks == 20 and len(aligner.started) == workers, "a step cancelled while it waited for a worker ran"
+    aligner.go.set()
+    _, text, karaoke, files, *_ = run(page, clip, mode=ALIGN, text="a test", language="English")[-1]
+    assert text == "a test" and len(files) == len(EXPORT_SUFFIXES)
+    assert len(aligner.started) == len(aligner.finished) == workers + 1
 
 
 def test_url_input_shows_title_and_length_and_plays_the_fetched_audio(model_dir, tmp_path, uploads):
