@@ -291,6 +291,8 @@ def slow_server(path: Path, seconds: float) -> Iterator[tuple[str, threading.Eve
         server.server_close()
 
 
+# Cancel during the download, before any model work; the next run's transcription is the other tests' to check.
+@pytest.mark.engine_free
 def test_cancel_during_a_slow_download_stops_it_and_the_next_run_goes_at_once(browser, server, media):
     """A download from a slow host (here 60 s) says so in the result area; Cancel stops it (the app hangs up), and
     the next Transcribe runs at once."""

@@ -236,6 +236,8 @@ class FakeSlowAligner:
         return result
 
 
+# The aligner (held by a fake) and the input's reading: the ASR engine is not reached.
+@pytest.mark.engine_free
 def test_cancel_in_a_long_step_stops_the_run_at_once_and_cancelled_steps_cannot_pile_up(manager, clip, tmp_path,
                                                                                        uploads, monkeypatch):
     """Gradio cancels a run by closing its generator, which it can do only at a yield. A run waiting on a long
