@@ -135,6 +135,9 @@ def keep_evidence(page, name: str, note: str = "") -> None:
 
 #: How long a test waits for a transcription's result on the page.
 RESULT_TIMEOUT_MS = 90_000
+#: How long a test waits for the page itself: on 2 cores running both passes of the suite, a fresh server's first
+#: page has taken over 30 s (Playwright's default).
+PAGE_TIMEOUT_MS = 90_000
 
 
 def upload(page, path: Path) -> None:

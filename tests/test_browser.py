@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import (ARTIFACTS, RESULT_TIMEOUT_MS, app_server, choose_source, launch_chromium, open_section,
-                           keep_evidence, record_queue_messages, static_server, transcript_text, upload,
-                           wait_for_result)
+from tests.browser import (ARTIFACTS, PAGE_TIMEOUT_MS, RESULT_TIMEOUT_MS, app_server, choose_source, keep_evidence,
+                           launch_chromium, open_section, record_queue_messages, static_server, transcript_text,
+                           upload, wait_for_result)
 from tests.checkpoints import SCRIPTED_SENTENCE
 from tests.media import tone, write_media
 
@@ -73,7 +73,7 @@ def open_app(browser, server):
                             permissions=["microphone"])
     record_queue_messages(page)  # for a failing test to show what the server sent
     page.goto(server)
-    page.wait_for_selector("#qasr-run")
+    page.wait_for_selector("#qasr-run", timeout=PAGE_TIMEOUT_MS)
     return page
 
 
@@ -370,7 +370,7 @@ def test_a_record_pressed_before_the_microphone_is_ready_is_refused_in_words_and
     held = []
     page.route("**/assets/module-*.js", lambda route: held.append(route))
     page.goto(server)
-    page.wait_for_selector("#qasr-run")
+    page.wait_for_selector("#qasr-run", timeout=PAGE_TIMEOUT_MS)
     assert page.locator("#qasr-live-mic").count() == 1 and not page.locator("#qasr-live-mic").is_visible()
     assert held, "the live microphone's modules were not asked for with the page"
     choose_source(page, "Live")

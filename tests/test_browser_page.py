@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import (ARTIFACTS, RESULT_TIMEOUT_MS, choose_source, chromium, module_server, open_section,
-                           keep_evidence, record_queue_messages, transcript_text, upload, wait_for_result)
+from tests.browser import (ARTIFACTS, PAGE_TIMEOUT_MS, RESULT_TIMEOUT_MS, choose_source, chromium, keep_evidence,
+                           module_server, open_section, record_queue_messages, transcript_text, upload,
+                           wait_for_result)
 from tests.media import tone, write_media
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -50,7 +51,7 @@ def open_page(browser, server, viewport=DESKTOP, theme=""):
     page = browser.new_page(viewport=viewport, accept_downloads=True)
     record_queue_messages(page)  # for a failing test to show what the server sent
     page.goto(server + (f"?__theme={theme}" if theme else ""))
-    page.wait_for_selector("#qasr-run")
+    page.wait_for_selector("#qasr-run", timeout=PAGE_TIMEOUT_MS)
     return page
 
 
