@@ -474,9 +474,10 @@ class SpaceUI:
         """`step(cancelled)` in a worker thread, with `waiting` yielded every `ASIDE_TICK_SECONDS` until it returns.
 
         Gradio stops a cancelled run that has yielded only at its next yield, and until then drops the page's next
-        Transcribe: a long blocking step (a URL's download, the aligner, diarization) would hold the page. Closing this generator sets
-        `cancelled` (a download stops at it) and drops the step if it has not started; one that has started ends
-        aside. The workers are as many as the requests the queue runs at once, so cancelled steps cannot pile up.
+        Transcribe: a long blocking step (a URL's download, the aligner, diarization) would hold the page. Closing
+        this generator sets `cancelled` (a download stops at it) and drops the step if it has not started; one that
+        has started ends aside. The workers are as many as the requests the queue runs at once, so cancelled steps
+        cannot pile up.
         """
         cancelled = threading.Event()
         future = self._steps.submit(contextvars.copy_context().run, step, cancelled)
